@@ -1,0 +1,7 @@
+"""balloon-harness: boot real QEMU guests from pytest and prove what memory overcommit does.
+
+This file must import nothing outside the Python standard library: the same package path
+(`harness.guest.intermediate`) is copied into guests that only have Debian's python3.
+"""
+
+__version__ = "0.1.0"
