@@ -1,0 +1,1 @@
+"""Guest images: the offline Debian build, user-supplied cloud images, per-VM disks and seeds."""

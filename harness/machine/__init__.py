@@ -1,0 +1,1 @@
+"""Machines: one guest each, started directly under QEMU or through libvirt."""

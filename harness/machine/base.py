@@ -1,0 +1,186 @@
+"""What every machine offers, whatever starts it: lifecycle, SSH, balloon, evidence.
+
+A Machine is a context manager. `start()` returns once the guest is *ready* (a command over
+SSH works, and cloud-init has finished where cloud-init configures the guest). `stop()`
+always leaves nothing running, however the guest behaves.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import shutil
+import time
+from pathlib import Path
+from types import TracebackType
+
+from harness.accel import Accel
+from harness.balloon import Balloon
+from harness.config import BootPath, Timeouts, VMSpec
+from harness.errors import HarnessError, WaitTimeout
+from harness.image.guest_image import GuestImage, ImageKind
+from harness.image.sshkey import SshKey
+from harness.ssh import GuestShell, SshUnavailable
+from harness.waiting import Deadline, wait_for
+
+log = logging.getLogger(__name__)
+
+SERIAL_LOG, CMDLINE, QMP_LOG, PROCESS_LOG = "serial.log", "cmdline.txt", "qmp.jsonl", "qemu.log"
+
+
+class Machine(abc.ABC):
+    def __init__(self, spec: VMSpec, image: GuestImage, accel: Accel, key: SshKey,
+                 vm_dir: Path) -> None:
+        self.spec = spec
+        self.image = image
+        self.accel = accel
+        self.key = key
+        self.vm_dir = vm_dir
+        self.timeouts: Timeouts = spec.timeouts_for(accel)
+        self.ssh_port: int | None = None
+        self._ssh: GuestShell | None = None
+        self.started_at: float | None = None
+        self.ready_at: float | None = None
+
+    # -- what a backend provides ---------------------------------------------------------
+    @abc.abstractmethod
+    def launch(self) -> None:
+        """Start the hypervisor side; set self.ssh_port. Does not wait for the guest."""
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """Stop the guest now and release everything (idempotent, never raises)."""
+
+    @abc.abstractmethod
+    def shutdown(self) -> None:
+        """Stop gracefully within the shutdown deadline, then kill."""
+
+    @abc.abstractmethod
+    def abort_reason(self) -> str | None:
+        """Why waiting for this guest is pointless (exited, crashed, KVM error), or None."""
+
+    @property
+    @abc.abstractmethod
+    def balloon(self) -> Balloon: ...
+
+    @abc.abstractmethod
+    def command_line(self) -> str:
+        """The hypervisor command line (or domain XML), for error messages and artifacts."""
+
+    @abc.abstractmethod
+    def host_rss_mib(self) -> float | None:
+        """Resident memory of the hypervisor process on the host."""
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def serial_log(self) -> Path:
+        return self.vm_dir / SERIAL_LOG
+
+    @property
+    def ssh(self) -> GuestShell:
+        if self._ssh is None:
+            if self.ssh_port is None:
+                raise HarnessError(f"{self.name} has not been launched yet.")
+            self._ssh = GuestShell(self.name, "127.0.0.1", self.ssh_port, self.image.ssh_user,
+                                   self.key.private_path, self.timeouts.command)
+        return self._ssh
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> Machine:
+        self.started_at = time.monotonic()
+        try:
+            self.launch()
+            self.wait_ready()
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self._ssh is not None:
+            self._ssh.close()
+        self.shutdown()
+
+    def __enter__(self) -> Machine:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- readiness ----------------------------------------------------------------------
+    def wait_ready(self, timeout: float | None = None) -> None:
+        deadline = Deadline(timeout or self.timeouts.boot)
+
+        def ssh_answers() -> bool:
+            return self.ssh.try_connect(max(1.0, min(10.0, deadline.remaining())))
+
+        wait_for(ssh_answers, timeout=deadline.remaining(), interval=0.2,
+                 what=f"{self.name} to answer SSH on 127.0.0.1:{self.ssh_port}",
+                 context=self.failure_context, abort=self.abort_reason,
+                 fix="read the serial console tail above; raise the deadline with "
+                     "BALLOON_HARNESS_TIMEOUT_SCALE if the host is just slow.")
+        # Ready means a command works, not only that sshd accepted the key.
+        self.ssh.run("true", timeout=max(5.0, deadline.remaining()))
+        if self.uses_cloud_init:
+            self._wait_cloud_init(deadline)
+        self.ready_at = time.monotonic()
+        log.info("%s ready in %.1f s (%s)", self.name, self.ready_at - (self.started_at or 0),
+                 self.accel.value)
+
+    @property
+    def uses_cloud_init(self) -> bool:
+        return self.image.kind is ImageKind.CLOUD or self.spec.boot_path is BootPath.CLOUD_INIT
+
+    def _wait_cloud_init(self, deadline: Deadline) -> None:
+        # status --wait: 0 done, 2 done with recoverable errors, 1 failed.
+        result = self.ssh.run("cloud-init status --wait", timeout=max(5.0, deadline.remaining()),
+                              check=False)
+        if result.exit_status == -1:
+            raise WaitTimeout(f"cloud-init to finish in {self.name}", deadline.seconds,
+                              context=self.failure_context())
+        if result.exit_status not in (0, 2):
+            detail = self.ssh.run("cloud-init status --long", check=False).stdout
+            raise HarnessError(f"cloud-init failed in {self.name}:\n{detail.strip()}",
+                               fix="check the image's cloud-init configuration and the seed "
+                                   "(user-data) in the VM's artifacts.")
+
+    # -- evidence -------------------------------------------------------------------------
+    def serial_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.serial_log.read_text(errors="replace")
+        except OSError:
+            return "(no serial console output)"
+        tail = text.replace("\r", "").splitlines()[-lines:]
+        return "\n".join(tail) if tail else "(serial console is empty)"
+
+    def failure_context(self) -> str:
+        return (f"Serial console ({self.serial_log}), last lines:\n{_indent(self.serial_tail())}\n"
+                f"Command line:\n{_indent(self.command_line())}")
+
+    def collect_artifacts(self, dest: Path) -> Path:
+        """Copy the evidence of this VM to `dest`: serial log, command line, QMP traffic,
+        hypervisor output and, if the guest still answers, its dmesg and journal."""
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in (SERIAL_LOG, CMDLINE, QMP_LOG, PROCESS_LOG, "seed-user-data.txt"):
+            src = self.vm_dir / name
+            if src.exists():
+                shutil.copy2(src, dest / name)
+        (dest / CMDLINE).write_text(self.command_line() + "\n")
+        for remote, local in (("dmesg", "dmesg.txt"),
+                              ("journalctl -b --no-pager -n 2000", "journal.txt")):
+            try:
+                if self.ssh_port is None:
+                    raise SshUnavailable("never launched")
+                result = self.ssh.run(remote, timeout=20, check=False)
+                (dest / local).write_text(result.stdout)
+            except HarnessError as exc:
+                (dest / local).write_text(f"(not collected: {exc})\n")
+        return dest
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())

@@ -1,0 +1,336 @@
+"""The embedded default backend: QEMU started directly, no daemon needed.
+
+Modelled on QEMU's own python/qemu/machine: QMP over a private unix socket on which the
+harness listens *before* QEMU starts (QEMU connects; no race), graceful `quit` with a
+deadline then SIGKILL, launch errors that carry the command line and QEMU's output. QEMU
+gets PR_SET_PDEATHSIG=SIGKILL, so it dies with the process that started it even when that
+process is SIGKILLed; `balloon-harness reap` removes the files such a death leaves.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import re
+import shlex
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.accel import Accel, qemu_accel_args
+from harness.balloon import MIB, Balloon, BalloonState, GuestMemoryStats
+from harness.config import BootPath, SwapKind, VMSpec
+from harness.errors import HarnessError, ImageError, LaunchError
+from harness.hosttools import require_tool
+from harness.image.guest_image import GuestImage, ImageKind
+from harness.image.seed import SeedSpec, write_seed_iso
+from harness.image.sshkey import SshKey
+from harness.machine.base import CMDLINE, PROCESS_LOG, QMP_LOG, SERIAL_LOG, Machine
+from harness.machine.qmp import QmpConnection, QmpError
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+#: QEMU run states after which the guest will never answer SSH.
+DEAD_RUNSTATES = {"internal-error", "guest-panicked", "shutdown", "io-error"}
+
+
+def qemu_binary() -> str:
+    return os.environ.get("BALLOON_HARNESS_QEMU") or require_tool("qemu-system-x86_64")
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class VmFiles:
+    """Everything one VM owns on the host; all of it lives in its run folder."""
+
+    root: Path
+
+    @property
+    def overlay(self) -> Path:
+        return self.root / "overlay.qcow2"
+
+    @property
+    def seed(self) -> Path:
+        return self.root / "seed.iso"
+
+    @property
+    def qmp_socket(self) -> Path:
+        return self.root / "qmp.sock"
+
+    @property
+    def serial(self) -> Path:
+        return self.root / SERIAL_LOG
+
+    @property
+    def pidfile(self) -> Path:
+        return self.root / "qemu.pid"
+
+
+def create_overlay(base: Path, base_format: str, overlay: Path) -> None:
+    """A copy-on-write overlay: the base is opened read-only through it, never written."""
+    proc = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", base_format,
+                           "-b", str(base.resolve()), str(overlay)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ImageError(f"Cannot create an overlay on {base}: {proc.stderr.strip()}",
+                         fix="check that the base image exists and is readable; rebuild it "
+                             "with `balloon-harness image build --force` if it is damaged.")
+
+
+def seed_spec_for(spec: VMSpec, image: GuestImage, key: SshKey, instance_id: str) -> SeedSpec:
+    swap_mib = spec.swap.size_mib if (image.kind is ImageKind.CLOUD and
+                                      spec.swap.kind is SwapKind.FILE) else 0
+    return SeedSpec(instance_id=instance_id, hostname=spec.name,
+                    authorized_keys=(key.public_line,), swap_file_mib=swap_mib)
+
+
+def kernel_cmdline(spec: VMSpec, image: GuestImage) -> str:
+    args = ["console=ttyS0", "root=/dev/vda", "rw", "panic=-1"]
+    args += image.lean_cmdline if spec.boot_path is BootPath.LEAN else image.cloud_init_cmdline
+    args.append(spec.swap.cmdline())
+    args += spec.extra_kernel_args
+    return " ".join(args)
+
+
+def build_argv(spec: VMSpec, image: GuestImage, accel: Accel, files: VmFiles,
+               *, incoming: bool = False) -> list[str]:
+    argv = [qemu_binary(), "-name", f"guest={spec.name},debug-threads=on",
+            "-machine", "pc", *qemu_accel_args(accel),
+            "-smp", str(spec.cpus), "-m", f"{spec.memory_mib}M",
+            "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
+            "-no-reboot",
+            "-chardev", f"socket,id=qmp,path={files.qmp_socket}",
+            "-mon", "chardev=qmp,mode=control",
+            "-chardev", f"file,id=serial0,path={files.serial}", "-serial", "chardev:serial0"]
+    if image.direct_kernel_boot:
+        argv += ["-kernel", str(image.kernel), "-initrd", str(image.initrd),
+                 "-append", kernel_cmdline(spec, image)]
+    # cache=unsafe: the overlay is thrown away with the VM, flushes buy nothing.
+    argv += ["-drive", f"if=none,id=disk0,file={files.overlay},format=qcow2,cache=unsafe,discard=unmap",
+             "-device", "virtio-blk-pci,drive=disk0" + ("" if image.direct_kernel_boot else ",bootindex=1"),
+             "-drive", f"if=none,id=seed0,file={files.seed},format=raw,readonly=on",
+             "-device", "virtio-blk-pci,drive=seed0",
+             # Port 0: slirp picks a free host port, read back over QMP. No races under xdist.
+             "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22",
+             "-device", "virtio-net-pci,netdev=net0,romfile=",
+             "-device", "virtio-balloon-pci,id=balloon0"]
+    if incoming:
+        argv += ["-incoming", "defer"]
+    argv += list(spec.extra_qemu_args)
+    return argv
+
+
+class QemuBalloon(Balloon):
+    DEVICE = "/machine/peripheral/balloon0"
+
+    def __init__(self, qmp: QmpConnection, max_mib: int) -> None:
+        self.qmp = qmp
+        self.max_mib = max_mib
+        self._target: float | None = None
+
+    def set_target(self, mib: float) -> None:
+        self.qmp.execute("balloon", {"value": int(mib * MIB)})
+        self._target = float(mib)
+
+    def state(self) -> BalloonState:
+        info = self.qmp.execute("query-balloon")
+        return BalloonState(actual_mib=info["actual"] / MIB, target_mib=self._target)
+
+    def set_stats_interval(self, seconds: int) -> None:
+        self.qmp.execute("qom-set", {"path": self.DEVICE, "property": "guest-stats-polling-interval",
+                                     "value": int(seconds)})
+
+    def guest_stats(self) -> GuestMemoryStats:
+        raw = self.qmp.execute("qom-get", {"path": self.DEVICE, "property": "guest-stats"})
+        stats = raw.get("stats", {})
+
+        def mib(key: str) -> float | None:
+            value = stats.get(key, -1)
+            return None if value is None or value < 0 else value / MIB
+
+        def count(key: str) -> int | None:
+            value = stats.get(key, -1)
+            return None if value is None or value < 0 else int(value)
+
+        return GuestMemoryStats(
+            total_mib=mib("stat-total-memory"), free_mib=mib("stat-free-memory"),
+            available_mib=mib("stat-available-memory"), swapped_in_mib=mib("stat-swap-in"),
+            swapped_out_mib=mib("stat-swap-out"), major_faults=count("stat-major-faults"),
+            minor_faults=count("stat-minor-faults"), last_update=raw.get("last-update"))
+
+
+class QemuMachine(Machine):
+    def __init__(self, spec: VMSpec, image: GuestImage, accel: Accel, key: SshKey,
+                 vm_dir: Path, instance_id: str) -> None:
+        super().__init__(spec, image, accel, key, vm_dir)
+        if image.kind is ImageKind.CLOUD and spec.boot_path is BootPath.LEAN:
+            # Cloud images are configured by their own cloud-init; lean is for the built image.
+            self.spec = spec = spec.with_(boot_path=BootPath.CLOUD_INIT)
+        self.instance_id = instance_id
+        self.files = VmFiles(vm_dir)
+        self.process: subprocess.Popen | None = None
+        self.qmp: QmpConnection | None = None
+        self._balloon: QemuBalloon | None = None
+        self._argv: list[str] = []
+        #: Set by a restore: the migration stream to load instead of booting.
+        self.incoming_uri: str | None = None
+        #: Set by a restore: the disk to put this VM's overlay on instead of the image's.
+        self.base_disk: tuple[Path, str] | None = None
+
+    # -- launch -------------------------------------------------------------------------
+    def prepare_disks(self) -> None:
+        self.vm_dir.mkdir(parents=True, exist_ok=True)
+        base, fmt = self.base_disk or (self.image.disk, self.image.disk_format)
+        create_overlay(base, fmt, self.files.overlay)
+        seed = seed_spec_for(self.spec, self.image, self.key, self.instance_id)
+        write_seed_iso(seed, self.files.seed)
+        (self.vm_dir / "seed-user-data.txt").write_text(seed.meta_data() + "---\n" + seed.user_data())
+
+    def launch(self) -> None:
+        self.prepare_disks()
+        self._argv = build_argv(self.spec, self.image, self.accel, self.files,
+                                incoming=self.incoming_uri is not None)
+        (self.vm_dir / CMDLINE).write_text(self.command_line() + "\n")
+        self.qmp = QmpConnection(self.name, self.files.qmp_socket, self.vm_dir / QMP_LOG)
+        self.qmp.listen()
+        with (self.vm_dir / PROCESS_LOG).open("wb") as out:
+            try:
+                self.process = subprocess.Popen(
+                    self._argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    preexec_fn=_die_with_parent, start_new_session=True, close_fds=True)
+            except OSError as exc:
+                raise LaunchError(f"Cannot execute QEMU for {self.name}: {exc}.",
+                                  command=self._argv,
+                                  fix="install qemu-system-x86 or set BALLOON_HARNESS_QEMU.") from None
+        self.files.pidfile.write_text(f"{self.process.pid}\n")
+        self._accept_qmp()
+        self._balloon = QemuBalloon(self.qmp, self.spec.memory_mib)
+        if self.incoming_uri is not None:
+            self._load_incoming()
+        self.ssh_port = self._read_ssh_port()
+        try:
+            self._balloon.set_stats_interval(self.spec.balloon_stats_interval_s)
+        except QmpError as exc:
+            log.warning("%s: cannot enable balloon statistics: %s", self.name, exc)
+
+    def _accept_qmp(self) -> None:
+        assert self.qmp is not None and self.process is not None
+        try:
+            self.qmp.accept(self.timeouts.qmp, alive=lambda: self.process.poll() is None)
+        except QmpError as exc:
+            if self.process.poll() is not None:
+                raise LaunchError(f"QEMU exited with status {self.process.returncode} before "
+                                  f"{self.name} started.", command=self._argv,
+                                  output=self._process_output(),
+                                  fix="read QEMU's message above; `balloon-harness doctor` "
+                                      "checks the installation.") from None
+            raise LaunchError(f"{exc} (waited {self.timeouts.qmp:.0f} s)", command=self._argv,
+                              output=self._process_output()) from None
+
+    def _load_incoming(self) -> None:
+        assert self.qmp is not None
+        self.qmp.execute("migrate-incoming", {"uri": self.incoming_uri})
+        deadline = time.monotonic() + self.timeouts.boot
+        while True:
+            status = self.qmp.execute("query-migrate").get("status")
+            if status == "completed":
+                break
+            if status == "failed" or self.process.poll() is not None:
+                raise LaunchError(f"Restoring {self.name} from {self.incoming_uri} failed "
+                                  f"(migration status {status}).", command=self._argv,
+                                  output=self._process_output(),
+                                  fix="delete the saved state (balloon-harness snapshots "
+                                      "clear) so that the next run boots afresh.")
+            if time.monotonic() > deadline:
+                raise LaunchError(f"Restoring {self.name} did not complete in "
+                                  f"{self.timeouts.boot:.0f} s.", command=self._argv)
+            self.qmp.wait_event("MIGRATION", timeout=0.2)
+        self.qmp.execute("cont")
+
+    def _read_ssh_port(self) -> int:
+        assert self.qmp is not None
+        text = self.qmp.hmp("info usernet")
+        match = re.search(r"HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+\S+\s+22\b", text)
+        if not match:
+            raise LaunchError(f"Cannot find the SSH port forward of {self.name} in "
+                              f"`info usernet`:\n{text}", command=self._argv)
+        return int(match[1])
+
+    def _process_output(self) -> str:
+        try:
+            return (self.vm_dir / PROCESS_LOG).read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    # -- state --------------------------------------------------------------------------
+    @property
+    def balloon(self) -> QemuBalloon:
+        if self._balloon is None:
+            raise HarnessError(f"{self.name} is not running.")
+        return self._balloon
+
+    def command_line(self) -> str:
+        return shlex.join(self._argv) if self._argv else "(QEMU not launched yet)"
+
+    def abort_reason(self) -> str | None:
+        if self.process is None:
+            return "QEMU was never started"
+        if self.process.poll() is not None:
+            output = self._process_output().strip()
+            return (f"QEMU exited with status {self.process.returncode}"
+                    + (f": {output[-500:]}" if output else ""))
+        try:
+            status = self.qmp.execute("query-status", timeout=5)["status"]
+        except QmpError:
+            return None
+        if status in DEAD_RUNSTATES:
+            hint = (" (on a KVM host this is the 'KVM internal error' of an unusable /dev/kvm: "
+                    "use --vm-accel tcg)" if status == "internal-error" and self.accel is Accel.KVM else "")
+            return f"the guest is in QEMU run state {status!r}{hint}"
+        return None
+
+    def host_rss_mib(self) -> float | None:
+        if self.process is None or self.process.poll() is not None:
+            return None
+        try:
+            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
+    # -- stop ---------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        if self.process is not None and self.process.poll() is None and self.qmp is not None:
+            try:
+                self.qmp.execute("quit", timeout=self.timeouts.shutdown)
+            except QmpError:
+                pass  # QEMU may close the socket before answering; the wait below decides
+            try:
+                self.process.wait(self.timeouts.shutdown)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not quit within %.0f s; killing it", self.name,
+                            self.timeouts.shutdown)
+        self.kill()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait()
+        if self.qmp is not None:
+            self.qmp.close()
+        for path in (self.files.overlay, self.files.seed, self.files.qmp_socket, self.files.pidfile):
+            path.unlink(missing_ok=True)
+

@@ -1,0 +1,137 @@
+"""Commands and files over SSH (fabric on paramiko).
+
+Every command the harness runs is prefixed with BALLOON_HARNESS_CONTROL=1: the Intermediate
+daemon never stops a process that carries it, so the harness's own short control commands
+stay out of its way while workloads (started detached through systemd-run, which does not
+pass the variable on) remain ordinary, stoppable processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from fabric import Config, Connection
+from invoke.exceptions import CommandTimedOut
+
+from harness.errors import GuestCommandError, HarnessError
+
+CONTROL_ENV = "BALLOON_HARNESS_CONTROL=1"
+
+# Readiness polling makes paramiko log every refused banner at ERROR; failures that matter
+# reach the caller as SshUnavailable with the cause.
+logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
+
+
+class SshUnavailable(HarnessError):
+    """The guest did not accept an SSH session."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    stdout: str
+    stderr: str
+    exit_status: int
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    def check(self) -> CommandResult:
+        if not self.ok:
+            raise GuestCommandError(self.command, self.exit_status, self.stdout, self.stderr)
+        return self
+
+
+class GuestShell:
+    def __init__(self, name: str, host: str, port: int, user: str, key_path: Path,
+                 default_timeout: float) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self.user = user
+        self.key_path = key_path
+        self.default_timeout = default_timeout
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+
+    # -- connection ---------------------------------------------------------------------
+    def _connection(self, connect_timeout: float | None = None) -> Connection:
+        with self._lock:
+            if self._conn is not None and self._conn.is_connected:
+                return self._conn
+            timeout = max(1, int(connect_timeout or self.default_timeout))
+            conn = Connection(
+                self.host, user=self.user, port=self.port, connect_timeout=timeout,
+                config=Config(overrides={"load_ssh_configs": False, "run": {"hide": True}}),
+                connect_kwargs={"key_filename": str(self.key_path), "look_for_keys": False,
+                                "allow_agent": False, "banner_timeout": timeout,
+                                "auth_timeout": timeout},
+            )
+            try:
+                conn.open()
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                conn.close()
+                raise SshUnavailable(f"SSH to {self.name} ({self.user}@{self.host}:{self.port}) "
+                                     f"failed: {exc.__class__.__name__}: {exc}") from None
+            # Keepalives notice a guest that vanished instead of hanging on a dead socket.
+            conn.transport.set_keepalive(5)
+            self._conn = conn
+            return conn
+
+    def try_connect(self, timeout: float) -> bool:
+        """One connection attempt, for readiness polling."""
+        try:
+            self._connection(timeout)
+            return True
+        except SshUnavailable:
+            return False
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # -- commands -----------------------------------------------------------------------
+    def run(self, command: str, *, timeout: float | None = None, check: bool = True,
+            control: bool = True) -> CommandResult:
+        """Run `command` through the guest's /bin/sh. `check` raises on a non-zero exit."""
+        timeout = timeout or self.default_timeout
+        conn = self._connection()
+        wrapped = f"{CONTROL_ENV} sh -c {shlex.quote(command)}" if control else command
+        started = time.monotonic()
+        try:
+            result = conn.run(wrapped, warn=True, hide=True, timeout=timeout, in_stream=False)
+        except CommandTimedOut as exc:
+            raise GuestCommandError(command, -1, exc.result.stdout,
+                                    f"timed out after {timeout:.0f} s\n{exc.result.stderr}") from None
+        except (paramiko.SSHException, OSError, EOFError, socket.timeout) as exc:
+            self.close()
+            raise SshUnavailable(f"SSH to {self.name} broke while running {command!r}: "
+                                 f"{exc.__class__.__name__}: {exc}") from None
+        out = CommandResult(command, result.stdout, result.stderr, result.exited,
+                            time.monotonic() - started)
+        return out.check() if check else out
+
+    def put(self, local: Path | str, remote: str) -> None:
+        self._connection().put(str(local), remote)
+
+    def get(self, remote: str, local: Path | str) -> None:
+        self._connection().get(remote, str(local))
+
+    def write_text(self, remote: str, text: str) -> None:
+        with self._connection().sftp().open(remote, "w") as fh:
+            fh.write(text)
+
+    def read_text(self, remote: str) -> str:
+        with self._connection().sftp().open(remote, "r") as fh:
+            return fh.read().decode()
