@@ -87,6 +87,14 @@ def current_run() -> Run:
         return _current
 
 
+def peek_run() -> Run | None:
+    """The run of this process if it has one (never creates it)."""
+    with _lock:
+        if _current is not None and _current.owner().get("pid") == os.getpid():
+            return _current
+        return None
+
+
 def _remove_own_run() -> None:
     # A normal exit leaves nothing behind; QEMU children die with us (PR_SET_PDEATHSIG).
     if _current is not None and _current.owner().get("pid") == os.getpid():

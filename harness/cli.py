@@ -1,0 +1,142 @@
+"""The `balloon-harness` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.errors import HarnessError
+
+console = Console(stderr=False)
+
+
+def _options_args(parser: argparse.ArgumentParser) -> None:
+    from harness.session import env_default
+    parser.add_argument("--accel", choices=["auto", "kvm", "tcg"], default=env_default("ACCEL", "auto"))
+    parser.add_argument("--image", default=env_default("IMAGE", "") or None,
+                        help="recipe name, cloud image path, or URL#sha256=HEX")
+    parser.add_argument("--memory", type=int, default=1024, help="MiB")
+    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--swap", default="file:512", help="none, file:MIB or zram:MIB")
+    parser.add_argument("--backend", choices=["qemu", "libvirt"], default=env_default("BACKEND", "qemu"))
+    parser.add_argument("--libvirt-uri", default=env_default("LIBVIRT_URI", "") or None)
+
+
+def _options(args: argparse.Namespace):
+    from harness.session import HarnessOptions
+    return HarnessOptions(accel=args.accel, image=args.image, memory_mib=args.memory,
+                          cpus=args.cpus, swap=args.swap, backend=args.backend,
+                          libvirt_uri=args.libvirt_uri)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from harness.doctor import run_checks
+    table = Table(title="balloon-harness doctor")
+    for column in ("check", "status", "detail", "fix"):
+        table.add_column(column, overflow="fold")
+    failed = False
+    for check in run_checks():
+        status = "[green]ok[/]" if check.ok else ("[red]missing[/]" if check.required else "[yellow]no[/]")
+        failed |= check.required and not check.ok
+        table.add_row(check.name, status, check.detail, "" if check.ok else check.fix)
+    console.print(table)
+    return 1 if failed else 0
+
+
+def cmd_image_build(args: argparse.Namespace) -> int:
+    from harness.image.build import ensure_built_image
+    from harness.image.recipe import Recipe
+    with console.status("building the guest image") as status:
+        image = ensure_built_image(Recipe.named(args.recipe), force=args.force,
+                                   progress=lambda msg: (status.update(msg), console.log(msg)))
+    console.print(f"[green]image ready:[/] {image.disk}\n  kernel {image.kernel}\n  initrd {image.initrd}")
+    return 0
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    from harness.session import HarnessSession
+    session = HarnessSession.open(_options(args), progress=console.log)
+    factory = session.factory()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with console.status(f"booting {args.name} ({session.accel.value})"):
+            machine = factory.start(name=args.name)
+        took = (machine.ready_at or 0) - (machine.started_at or 0)
+        console.print(f"[green]{machine.name} is ready[/] after {took:.1f} s ({session.accel.value}). "
+                      f"Log in with:\n  ssh -i {session.key.private_path} -p {machine.ssh_port} "
+                      f"-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+                      f"{session.image.ssh_user}@127.0.0.1\nSerial console log: {machine.serial_log}\n"
+                      f"Press Ctrl-C to stop it.")
+        while not stop.wait(0.5):
+            if (reason := machine.abort_reason()):
+                console.print(f"[red]{machine.name} stopped:[/] {reason}")
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("stopping...")
+        factory.close()
+    return 0
+
+
+def cmd_reap(args: argparse.Namespace) -> int:
+    from harness.reaper import reap
+    report = reap(libvirt_uri=args.libvirt_uri, include_libvirt=not args.no_libvirt)
+    console.print(report.summary())
+    for pid in report.killed_pids:
+        console.print(f"  killed QEMU pid {pid}")
+    for name in report.destroyed_domains:
+        console.print(f"  destroyed libvirt domain {name}")
+    for run_id in report.removed_runs:
+        console.print(f"  removed run {run_id}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="balloon-harness",
+                                     description="Boot real QEMU guests, put them under memory "
+                                                 "overcommit, and prove what happens.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("doctor", help="what is installed, what is missing, and how to fix it") \
+        .set_defaults(func=cmd_doctor)
+
+    image = sub.add_parser("image", help="the guest image").add_subparsers(dest="image_command", required=True)
+    build = image.add_parser("build", help="build the default guest image (cached by recipe hash)")
+    build.add_argument("--recipe", default="debian-bookworm")
+    build.add_argument("--force", action="store_true", help="rebuild even if cached")
+    build.set_defaults(func=cmd_image_build)
+
+    boot = sub.add_parser("boot", help="boot one VM, print how to SSH in, stop on Ctrl-C")
+    _options_args(boot)
+    boot.add_argument("--name", default="vm")
+    boot.set_defaults(func=cmd_boot)
+
+    reap = sub.add_parser("reap", help="remove what killed runs left: QEMU processes, domains, files")
+    reap.add_argument("--libvirt-uri", default=None)
+    reap.add_argument("--no-libvirt", action="store_true", help="do not look at libvirt domains")
+    reap.set_defaults(func=cmd_reap)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except HarnessError as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

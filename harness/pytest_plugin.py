@@ -1,0 +1,142 @@
+"""pytest plugin (registered through the `pytest11` entry point): the `vm` marker, the
+--vm-* options and the fixtures.
+
+Fixture layers, Firecracker-style:
+
+    vm_session (session)   accelerator, image (built once, cached), SSH key
+    vm_factory (function)  makes machines, owns their cleanup, saves artifacts on failure
+    vm (function)          one ready machine for the common case
+    shared_vm (session)    one ready machine shared by tests that only read from it
+
+Artifacts of a failed test (serial log, command line, QMP traffic, QEMU output, guest dmesg
+and journal) land in <--vm-artifacts>/<test id>/<vm>/.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.machine.base import Machine
+from harness.machine.factory import MachineFactory
+from harness.reaper import kill_pids, qemu_processes_under
+from harness.runtime import peek_run
+from harness.session import HarnessOptions, HarnessSession, artifacts_root, env_default
+
+log = logging.getLogger(__name__)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("balloon-harness", "VMs under memory overcommit")
+    group.addoption("--vm-accel", choices=["auto", "kvm", "tcg"], default=env_default("ACCEL", "auto"),
+                    help="accelerator: auto picks KVM only where it really works (default auto)")
+    group.addoption("--vm-image", default=env_default("IMAGE", "") or None,
+                    help="guest image: a recipe name (default debian-bookworm, built offline), "
+                         "a local cloud image path, or URL#sha256=HEX")
+    group.addoption("--vm-memory", type=int, default=int(env_default("MEMORY", "1024")),
+                    help="guest memory in MiB (default 1024)")
+    group.addoption("--vm-cpus", type=int, default=int(env_default("CPUS", "2")),
+                    help="guest vCPUs (default 2)")
+    group.addoption("--vm-swap", default=env_default("SWAP", "file:512"),
+                    help="guest swap: none, file:MIB or zram:MIB (default file:512)")
+    group.addoption("--vm-backend", choices=["qemu", "libvirt"], default=env_default("BACKEND", "qemu"),
+                    help="qemu (embedded, default) or libvirt")
+    group.addoption("--libvirt-uri", default=env_default("LIBVIRT_URI", "") or None,
+                    help="libvirt URI (default qemu:///system as root, qemu:///session otherwise)")
+    group.addoption("--vm-artifacts", default=None,
+                    help="folder for VM evidence of failed tests (default ./artifacts)")
+    group.addoption("--vm-keep", action="store_true",
+                    help="keep the artifacts of passing tests too")
+    group.addoption("--vm-fresh-boot", action="store_true",
+                    help="boot every VM instead of restoring the session's saved state")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "vm: boots real QEMU guests (select with -m vm, skip with -m 'not vm')")
+    config.addinivalue_line("markers", "fresh_boot: this test's VMs boot instead of being restored")
+
+
+def options_from(config: pytest.Config) -> HarnessOptions:
+    get = config.getoption
+    return HarnessOptions(accel=get("--vm-accel"), image=get("--vm-image"),
+                          memory_mib=get("--vm-memory"), cpus=get("--vm-cpus"),
+                          swap=get("--vm-swap"), backend=get("--vm-backend"),
+                          libvirt_uri=get("--libvirt-uri"), fresh_boot=get("--vm-fresh-boot"))
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"bh_rep_{report.when}", report)
+
+
+def _test_failed(node: pytest.Item) -> bool:
+    return any(getattr(node, f"bh_rep_{when}", None) is not None
+               and getattr(node, f"bh_rep_{when}").failed for when in ("setup", "call"))
+
+
+def _artifact_dir(config: pytest.Config, nodeid: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:150]
+    return artifacts_root(config.getoption("--vm-artifacts")) / safe
+
+
+@pytest.fixture(scope="session")
+def vm_session(request: pytest.FixtureRequest) -> HarnessSession:
+    """Accelerator, image and key, resolved once (the image is built on first use)."""
+    try:
+        return HarnessSession.open(options_from(request.config))
+    except HarnessError as exc:
+        pytest.fail(f"balloon-harness cannot start VMs: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def vm_image(vm_session: HarnessSession):
+    return vm_session.image
+
+
+@pytest.fixture
+def vm_factory(request: pytest.FixtureRequest, vm_session: HarnessSession) -> Iterator[MachineFactory]:
+    """Makes machines (`vm_factory.start(name=..., memory_mib=...)`); stops every one of them
+    after the test, saving their evidence first if the test failed or --vm-keep is given."""
+    factory = vm_session.factory()
+    try:
+        yield factory
+    finally:
+        keep = request.config.getoption("--vm-keep") or _test_failed(request.node)
+        factory.close(_artifact_dir(request.config, request.node.nodeid) if keep else None)
+
+
+@pytest.fixture
+def vm(vm_factory: MachineFactory) -> Machine:
+    """One ready guest with the session's defaults."""
+    return vm_factory.start()
+
+
+@pytest.fixture(scope="session")
+def shared_vm(request: pytest.FixtureRequest, vm_session: HarnessSession) -> Iterator[Machine]:
+    """One guest for the whole session, for tests that only look (do not change its state)."""
+    factory = vm_session.factory()
+    try:
+        yield factory.start(name="shared")
+    finally:
+        failed = request.session.testsfailed > 0
+        keep = request.config.getoption("--vm-keep") or failed
+        factory.close(_artifact_dir(request.config, "session-shared_vm") if keep else None)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Every fixture has torn down: any QEMU of this process still alive is a leak.
+    run = peek_run()
+    leaked = qemu_processes_under(run.path) if run else []
+    if leaked:
+        session.config.get_terminal_writer().line(
+            f"balloon-harness: {len(leaked)} QEMU process(es) leaked by this run: {leaked}; killing",
+            red=True)
+        kill_pids(leaked)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,0 +1,88 @@
+"""Removing what killed runs left behind: QEMU processes, libvirt domains, run folders.
+
+Only runs whose owner process is gone are touched (the owner's pid *and* kernel start time
+are recorded, so a recycled pid does not make a dead run look alive). A QEMU process is
+killed only if its command line points into that dead run's folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.runtime import Run, all_runs, remove_run_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReapReport:
+    killed_pids: list[int] = field(default_factory=list)
+    removed_runs: list[str] = field(default_factory=list)
+    destroyed_domains: list[str] = field(default_factory=list)
+    live_runs: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if not (self.killed_pids or self.removed_runs or self.destroyed_domains):
+            return f"nothing to reap ({len(self.live_runs)} live run(s) left alone)"
+        return (f"killed {len(self.killed_pids)} QEMU process(es), destroyed "
+                f"{len(self.destroyed_domains)} libvirt domain(s), removed "
+                f"{len(self.removed_runs)} run folder(s); {len(self.live_runs)} live run(s) "
+                f"left alone")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def qemu_processes_under(path: Path) -> list[int]:
+    """QEMU processes whose command line mentions `path` (their files live there)."""
+    needle = str(path)
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            cmd = _cmdline(int(entry.name))
+            if "qemu-system" in cmd and needle in cmd:
+                pids.append(int(entry.name))
+    return pids
+
+
+def kill_pids(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() and
+                                              "qemu" in _cmdline(p) for p in pids):
+        time.sleep(0.05)
+
+
+def reap(libvirt_uri: str | None = None, include_libvirt: bool = True) -> ReapReport:
+    report = ReapReport()
+    dead: list[Run] = []
+    for run in all_runs():
+        (report.live_runs if run.owner_alive() else dead).append(run)
+    live_ids = {r.path.name for r in all_runs() if r.owner_alive()}
+    for run in dead:
+        pids = qemu_processes_under(run.path)
+        kill_pids(pids)
+        report.killed_pids += pids
+    report.live_runs = sorted(live_ids)
+    if include_libvirt:
+        from harness.machine.libvirt_reap import reap_domains
+        report.destroyed_domains = reap_domains(libvirt_uri, keep_run_ids=live_ids)
+    for run in dead:
+        remove_run_dir(run)
+        report.removed_runs.append(run.run_id)
+    return report
+
+

@@ -1,0 +1,71 @@
+"""What the pytest plugin and the CLI share: turning options into a ready MachineFactory."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.accel import Accel, resolve
+from harness.config import Backend, SwapSpec, VMSpec
+from harness.image.cache import ImageCache
+from harness.image.guest_image import GuestImage
+from harness.image.resolve import resolve_image
+from harness.image.sshkey import SshKey, ensure_ssh_key
+from harness.machine.factory import MachineFactory
+from harness.runtime import current_run
+
+log = logging.getLogger(__name__)
+
+
+def env_default(name: str, default: str) -> str:
+    return os.environ.get(f"BALLOON_HARNESS_{name}", default)
+
+
+@dataclass(frozen=True)
+class HarnessOptions:
+    """Everything a user can choose from the command line (pytest or CLI)."""
+
+    accel: str = "auto"
+    image: str | None = None
+    memory_mib: int = 1024
+    cpus: int = 2
+    swap: str = "file:512"
+    backend: str = "qemu"
+    libvirt_uri: str | None = None
+    fresh_boot: bool = False
+
+    def vm_spec(self, accel: Accel, name: str = "vm") -> VMSpec:
+        return VMSpec(name=name, memory_mib=self.memory_mib, cpus=self.cpus, accel=accel,
+                      swap=SwapSpec.parse(self.swap), backend=Backend(self.backend))
+
+
+@dataclass
+class HarnessSession:
+    """Resolved once per process: accelerator, image, key."""
+
+    options: HarnessOptions
+    accel: Accel
+    image: GuestImage
+    key: SshKey
+    cache: ImageCache = field(default_factory=ImageCache.default)
+
+    @classmethod
+    def open(cls, options: HarnessOptions,
+             progress: Callable[[str], None] = lambda m: log.info("%s", m)) -> HarnessSession:
+        accel = resolve(options.accel)  # an unusable explicit KVM fails here, before any build
+        Backend(options.backend)
+        cache = ImageCache.default()
+        image = resolve_image(options.image, cache, progress)
+        return cls(options, accel, image, ensure_ssh_key(cache), cache)
+
+    def factory(self) -> MachineFactory:
+        return MachineFactory(self.image, self.accel, self.key, current_run(),
+                              defaults=self.options.vm_spec(self.accel),
+                              libvirt_uri=self.options.libvirt_uri)
+
+
+def artifacts_root(path: str | None) -> Path:
+    return Path(path or env_default("ARTIFACTS", "artifacts")).resolve()
