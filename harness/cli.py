@@ -99,6 +99,28 @@ def cmd_reap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from harness.bench import main_bench
+    return main_bench(_options(args), args.repeats)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from harness.session import HarnessSession
+    session = HarnessSession.open(_options(args), progress=console.log)
+    factory = session.factory()
+    try:
+        with console.status("booting a guest"):
+            machine = factory.start(name="demo")
+        facts = machine.ssh.run("hostname; uname -sr; grep -E 'MemTotal|SwapTotal' /proc/meminfo; "
+                                "cat /proc/pressure/memory | head -1").stdout
+        console.print(f"[green]demo guest ready[/] in {(machine.ready_at or 0) - (machine.started_at or 0):.1f} s "
+                      f"({session.accel.value}); from inside it:\n{facts}")
+        console.print(f"balloon actual: {machine.balloon.state().actual_mib:.0f} MiB")
+    finally:
+        factory.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="balloon-harness",
                                      description="Boot real QEMU guests, put them under memory "
@@ -119,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     _options_args(boot)
     boot.add_argument("--name", default="vm")
     boot.set_defaults(func=cmd_boot)
+
+    bench = sub.add_parser("bench", help="boot (and restore) timings on this machine")
+    _options_args(bench)
+    bench.add_argument("--repeats", type=int, default=3)
+    bench.set_defaults(func=cmd_bench)
+
+    demo = sub.add_parser("demo", help="the main job end to end")
+    _options_args(demo)
+    demo.set_defaults(func=cmd_demo)
 
     reap = sub.add_parser("reap", help="remove what killed runs left: QEMU processes, domains, files")
     reap.add_argument("--libvirt-uri", default=None)

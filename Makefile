@@ -1,0 +1,54 @@
+# balloon-harness: every target installs what it needs on a fresh Debian/Ubuntu machine.
+#   make demo   run the main job end to end (boot, overcommit, compare, report)
+#   make test   the whole suite: unit tests and real-VM tests
+#   make bench  boot/restore/daemon figures on this machine
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BH     := $(VENV)/bin/balloon-harness
+# Extra arguments for pytest, e.g. make test PYTEST_ARGS="-k balloon"
+PYTEST_ARGS ?=
+
+.PHONY: all deps venv image test unit vm demo bench doctor reap clean
+
+all: test
+
+deps:
+	@ci/install-system-deps.sh
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,libvirt]'
+	@touch $@
+
+venv: deps $(VENV)/.installed
+
+image: venv
+	$(BH) image build
+
+test: image
+	ci/with-libvirtd.sh $(PY) -m pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest -m "not vm" $(PYTEST_ARGS)
+
+vm: image
+	ci/with-libvirtd.sh $(PY) -m pytest -m vm $(PYTEST_ARGS)
+
+demo: image
+	$(BH) demo
+
+bench: image
+	$(BH) bench
+
+doctor: venv
+	$(BH) doctor
+
+reap: venv
+	$(BH) reap
+
+clean:
+	-$(BH) reap
+	rm -rf $(VENV) artifacts runs .pytest_cache

@@ -1,0 +1,92 @@
+"""The plugin seen from outside: a child pytest runs VM tests and we check what it leaves."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.reaper import qemu_processes_under
+from harness.waiting import wait_for
+
+INNER = Path(__file__).parent / "inner"
+
+
+def child_pytest(args, tmp_path, env_extra=None, **popen):
+    env = {**os.environ, **(env_extra or {})}
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+            f"--rootdir={tmp_path}", *args]
+    return subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def test_two_vms_at_once_under_xdist(tmp_path):
+    report = tmp_path / "report.jsonl"
+    proc = child_pytest(["-n", "2", str(INNER / "inner_report.py")], tmp_path, {"BH_REPORT": str(report)})
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out
+    records = [json.loads(line) for line in report.read_text().splitlines()]
+    assert len(records) == 2
+    assert {r["worker"] for r in records} == {"gw0", "gw1"}, "both workers booted a VM"
+    assert len({r["port"] for r in records}) == 2
+    assert len({r["instance"] for r in records}) == 2
+    assert len({r["run"] for r in records}) == 2
+    for record in records:  # each run cleaned up after itself
+        assert not Path(record["run"]).exists()
+
+
+def test_failed_test_leaves_artifacts_and_no_process(tmp_path):
+    artifacts = tmp_path / "art"
+    proc = child_pytest([str(INNER / "inner_fail.py"), f"--vm-artifacts={artifacts}"], tmp_path)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 1 and "deliberate failure" in out, out
+    (test_dir,) = artifacts.iterdir()
+    (vm_dir,) = test_dir.iterdir()
+    names = {p.name for p in vm_dir.iterdir()}
+    assert {"serial.log", "cmdline.txt", "qmp.jsonl", "dmesg.txt", "journal.txt"} <= names
+    assert "evidence-from-the-guest" in (vm_dir / "dmesg.txt").read_text()
+    assert "qemu-system-x86_64" in (vm_dir / "cmdline.txt").read_text()
+    assert '"qmp_capabilities"' in (vm_dir / "qmp.jsonl").read_text()
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout
+    assert leftovers == ""
+
+
+def test_passing_test_keeps_no_artifacts_unless_asked(tmp_path):
+    artifacts = tmp_path / "art"
+    report = tmp_path / "r.jsonl"
+    proc = child_pytest([str(INNER / "inner_report.py"), "-k", "1", f"--vm-artifacts={artifacts}"],
+                        tmp_path, {"BH_REPORT": str(report)})
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert not artifacts.exists()
+    proc = child_pytest([str(INNER / "inner_report.py"), "-k", "1", f"--vm-artifacts={artifacts}",
+                         "--vm-keep"], tmp_path, {"BH_REPORT": str(report)})
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert list(artifacts.rglob("serial.log"))
+
+
+def test_kill_9_of_pytest_then_reap_leaves_nothing(tmp_path):
+    ready = tmp_path / "ready"
+    proc = child_pytest([str(INNER / "inner_hang.py")], tmp_path, {"BH_READY": str(ready)})
+    try:
+        wait_for(lambda: ready.exists() and len(ready.read_text().split()) == 2, timeout=600,
+                 what="the child pytest to boot its VM", abort=lambda: proc.poll() and "child exited")
+    except BaseException:
+        proc.kill()
+        raise
+    run_path, qemu_pid = ready.read_text().split()
+    run_path, qemu_pid = Path(run_path), int(qemu_pid)
+    assert qemu_processes_under(run_path) == [qemu_pid]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # QEMU dies with its parent (PR_SET_PDEATHSIG): no reaper needed for the process itself.
+    wait_for(lambda: not qemu_processes_under(run_path), timeout=30,
+             what="QEMU to die with the SIGKILLed pytest")
+    assert run_path.exists(), "files of the killed run are left for the reaper"
+    reap = subprocess.run([sys.executable, "-m", "harness.cli", "reap", "--no-libvirt"],
+                          capture_output=True, text=True, timeout=60)
+    assert reap.returncode == 0, reap.stdout + reap.stderr
+    assert run_path.name in reap.stdout
+    assert not run_path.exists()
