@@ -104,21 +104,67 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return main_bench(_options(args), args.repeats)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def _scenario_factory(args: argparse.Namespace, scenario):
     from harness.session import HarnessSession
-    session = HarnessSession.open(_options(args), progress=console.log)
-    factory = session.factory()
-    try:
-        with console.status("booting a guest"):
-            machine = factory.start(name="demo")
-        facts = machine.ssh.run("hostname; uname -sr; grep -E 'MemTotal|SwapTotal' /proc/meminfo; "
-                                "cat /proc/pressure/memory | head -1").stdout
-        console.print(f"[green]demo guest ready[/] in {(machine.ready_at or 0) - (machine.started_at or 0):.1f} s "
-                      f"({session.accel.value}); from inside it:\n{facts}")
-        console.print(f"balloon actual: {machine.balloon.state().actual_mib:.0f} MiB")
-    finally:
-        factory.close()
+    options = _options(args)
+    session = HarnessSession.open(options, progress=console.log)
+    return session, session.factory()
+
+
+def _print_run(result) -> None:
+    for e in result.expectations:
+        mark = "[green]pass[/]" if e.passed else "[red]FAIL[/]"
+        console.print(f"  {mark} {e.name}: {e.detail}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.scenario.model import find_scenario, load_scenario
+    from harness.scenario.report import comparison_table
+    from harness.scenario.runner import new_run_folder, run_scenario
+    scenario = load_scenario(find_scenario(args.scenario))
+    session, factory = _scenario_factory(args, scenario)
+    folder = new_run_folder(Path(args.runs), scenario)
+    intermediate = {"on": True, "off": False, "scenario": None}[args.intermediate]
+    with console.status(f"running {scenario.name}") as status:
+        result = run_scenario(scenario, factory, folder, intermediate=intermediate,
+                              progress=lambda m: (status.update(m), console.log(m)))
+    console.print(f"run folder: {result.folder}\nplot: {result.summary['plot']}")
+    _print_run(result)
+    return 0 if result.passed else 1
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.scenario.model import find_scenario, load_scenario
+    from harness.scenario.report import comparison_table, verdict
+    from harness.scenario.runner import compare_scenario, new_run_folder
+    scenario = load_scenario(find_scenario(args.scenario))
+    session, factory = _scenario_factory(args, scenario)
+    folder = new_run_folder(Path(args.runs), scenario)
+    console.print(f"[bold]{scenario.name}[/]: {scenario.description}\n"
+                  f"accelerator {session.accel.value}; each run boots its own guest; run folder {folder}")
+    with console.status(f"comparing {scenario.name}") as status:
+        off, on = compare_scenario(scenario, factory, folder,
+                                   progress=lambda m: (status.update(m), console.log(m)))
+    console.print(comparison_table(off.summary, on.summary))
+    console.print(verdict(off.summary, on.summary))
+    console.print(f"plots: {off.summary['plot']}\n       {on.summary['plot']}\nsummary: {folder / 'summary.json'}")
     return 0
+
+
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    from harness.scenario.model import load_scenario, shipped_scenarios
+    for name, path in shipped_scenarios().items():
+        console.print(f"{name:<20} {load_scenario(path).description}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    args.scenario = "demo-overcommit"
+    return cmd_compare(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,8 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3)
     bench.set_defaults(func=cmd_bench)
 
-    demo = sub.add_parser("demo", help="the main job end to end")
+    for name, func, text in (("run", cmd_run, "run a scenario once"),
+                             ("compare", cmd_compare, "run a scenario with the Intermediate module off, then on")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("scenario", help="a scenario .toml file or a shipped scenario's name")
+        _options_args(cmd)
+        cmd.add_argument("--runs", default="runs", help="where run folders go (default ./runs)")
+        if name == "run":
+            cmd.add_argument("--intermediate", choices=["on", "off", "scenario"], default="scenario",
+                             help="override the scenario's [intermediate] enabled")
+        cmd.set_defaults(func=func)
+
+    sub.add_parser("scenarios", help="list the shipped scenarios").set_defaults(func=cmd_scenarios)
+
+    demo = sub.add_parser("demo", help="the main job end to end: compare the default scenario")
     _options_args(demo)
+    demo.add_argument("--runs", default="runs")
     demo.set_defaults(func=cmd_demo)
 
     reap = sub.add_parser("reap", help="remove what killed runs left: QEMU processes, domains, files")

@@ -129,8 +129,11 @@ class GuestShell:
         self._connection().get(remote, str(local))
 
     def write_text(self, remote: str, text: str) -> None:
-        with self._connection().sftp().open(remote, "w") as fh:
-            fh.write(text)
+        self.write_bytes(remote, text.encode())
+
+    def write_bytes(self, remote: str, data: bytes) -> None:
+        with self._connection().sftp().open(remote, "wb") as fh:
+            fh.write(data)
 
     def read_text(self, remote: str) -> str:
         with self._connection().sftp().open(remote, "r") as fh:

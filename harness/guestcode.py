@@ -1,0 +1,54 @@
+"""Putting the harness's guest side into a running guest: the standard-library code under
+harness/guest (the Intermediate daemon, the ledger sampler), its systemd unit and the
+workloads. The built image already carries the daemon; syncing again makes the guest run
+exactly the host's version, and makes user-supplied cloud images work too."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+from harness.machine.base import Machine
+from harness.resources import guest_code_files, guest_images_dir, workloads_dir
+
+GUEST_ROOT = "/opt/balloon-harness"
+GUEST_DATA = "/var/lib/balloon-harness"
+WORKLOADS = f"{GUEST_ROOT}/workloads"
+
+
+def _bundle() -> tuple[bytes, str]:
+    """A tarball of everything to install, and its digest (to skip a repeated install)."""
+    entries: list[tuple[str, Path]] = [(f"opt/balloon-harness/{rel}", src) for src, rel in guest_code_files()]
+    entries += [(f"opt/balloon-harness/workloads/{p.name}", p)
+                for p in sorted(workloads_dir().glob("*.py"))]
+    units = guest_images_dir() / "files"
+    entries += [(f"etc/systemd/system/{p.name}", p) for p in sorted(units.glob("*.service"))] if units.is_dir() else []
+    buf = io.BytesIO()
+    digest = hashlib.sha256()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, src in entries:
+            data = src.read_bytes()
+            digest.update(name.encode() + b"\0" + data)
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755 if src.suffix == ".py" and src.parent.name == "workloads" else 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue(), digest.hexdigest()
+
+
+def install_guest_code(machine: Machine) -> str:
+    """Install (or refresh) the guest side; returns the bundle digest. Idempotent and cheap
+    when the guest already has this exact bundle."""
+    data, digest = _bundle()
+    marker = f"{GUEST_DATA}/bundle.sha256"
+    have = machine.ssh.run(f"cat {marker} 2>/dev/null || true").stdout.strip()
+    if have == digest:
+        return digest
+    machine.ssh.run(f"mkdir -p {GUEST_DATA}")
+    remote = f"{GUEST_DATA}/bundle.tar.gz"
+    machine.ssh.write_bytes(remote, data)
+    machine.ssh.run(f"tar -xzf {remote} -C / && rm -f {remote} && systemctl daemon-reload "
+                    f"&& echo {digest} > {marker}")
+    return digest

@@ -1,0 +1,85 @@
+"""Host-side control of the guest's Intermediate daemon: start it in a guest with given
+options (through its systemd unit), ask its status, stop it, collect its event log."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+
+from harness.guestcode import GUEST_DATA, install_guest_code
+from harness.machine.base import Machine
+
+UNIT = "balloon-intermediate.service"
+ENV_FILE = "/etc/balloon-harness/intermediate.env"
+EVENTS = f"{GUEST_DATA}/intermediate-events.jsonl"
+STATE_DIR = f"{GUEST_DATA}/intermediate-state"
+CONTROL = "/run/balloon-intermediate.sock"
+
+
+@dataclass(frozen=True)
+class IntermediateOptions:
+    """The daemon's options as the harness passes them (see harness/guest/intermediate)."""
+
+    stop_above: float = 20.0
+    resume_below: float = 5.0
+    hold_s: float = 2.0
+    method: str = "signal"
+    protect_cgroups: tuple[str, ...] = ()
+    protect_comms: tuple[str, ...] = ()
+    never_stop: tuple[str, ...] = ()
+    max_stopped_s: float | None = None
+    resume_headroom: float | None = None
+    dry_run: bool = False
+    extra: tuple[str, ...] = field(default_factory=tuple)
+
+    def argv(self) -> list[str]:
+        args = ["--stop-above", str(self.stop_above), "--resume-below", str(self.resume_below),
+                "--hold", str(self.hold_s), "--method", self.method,
+                "--events", EVENTS, "--state-dir", STATE_DIR, "--control", CONTROL, "--mlock"]
+        for cgroup in self.protect_cgroups:
+            args += ["--protect-cgroup", cgroup]
+        for comm in self.protect_comms:
+            args += ["--protect-comm", comm]
+        for comm in self.never_stop:
+            args += ["--never-stop", comm]
+        if self.max_stopped_s is not None:
+            args += ["--max-stopped", str(self.max_stopped_s)]
+        if self.resume_headroom is not None:
+            args += ["--resume-headroom", str(self.resume_headroom)]
+        if self.dry_run:
+            args.append("--dry-run")
+        return args + list(self.extra)
+
+
+def start_intermediate(machine: Machine, options: IntermediateOptions) -> None:
+    install_guest_code(machine)
+    env = f"INTERMEDIATE_ARGS={shlex.join(options.argv())}\n"
+    machine.ssh.run(f"mkdir -p /etc/balloon-harness {GUEST_DATA} && rm -rf {EVENTS} {STATE_DIR}")
+    machine.ssh.write_text(ENV_FILE, env)
+    machine.ssh.run(f"systemctl reset-failed {UNIT} 2>/dev/null; systemctl start {UNIT}")
+    # Started means its control socket answers, not that systemd forked it.
+    machine.ssh.run(f"for i in $(seq 100); do [ -S {CONTROL} ] && exit 0; sleep 0.1; done; "
+                    f"systemctl status {UNIT} --no-pager; exit 1")
+
+
+def intermediate_status(machine: Machine, timeout: float | None = None) -> dict:
+    out = machine.ssh.run(f"cd /opt/balloon-harness && python3 -m harness.guest.intermediate status "
+                          f"--control {CONTROL}", timeout=timeout).stdout
+    return json.loads(out)
+
+
+def stop_intermediate(machine: Machine, timeout: float | None = None) -> None:
+    """SIGTERM: the daemon resumes everything it stopped before it exits."""
+    machine.ssh.run(f"systemctl stop {UNIT}", timeout=timeout, check=False)
+
+
+def read_events(machine: Machine) -> list[dict]:
+    text = machine.ssh.run(f"cat {EVENTS} 2>/dev/null || true").stdout
+    events = []
+    for line in text.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    return events

@@ -1,0 +1,1 @@
+"""Overcommit scenarios: a TOML description, a runner, and the report comparing runs."""
