@@ -104,7 +104,8 @@ def vm_image(vm_session: HarnessSession):
 def vm_factory(request: pytest.FixtureRequest, vm_session: HarnessSession) -> Iterator[MachineFactory]:
     """Makes machines (`vm_factory.start(name=..., memory_mib=...)`); stops every one of them
     after the test, saving their evidence first if the test failed or --vm-keep is given."""
-    factory = vm_session.factory()
+    fresh = request.node.get_closest_marker("fresh_boot") is not None or None
+    factory = vm_session.factory(fresh_boot=fresh)
     try:
         yield factory
     finally:

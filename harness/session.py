@@ -15,6 +15,7 @@ from harness.image.guest_image import GuestImage
 from harness.image.resolve import resolve_image
 from harness.image.sshkey import SshKey, ensure_ssh_key
 from harness.machine.factory import MachineFactory
+from harness.machine.snapshot import SnapshotStore
 from harness.runtime import current_run
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,12 @@ class HarnessSession:
         image = resolve_image(options.image, cache, progress)
         return cls(options, accel, image, ensure_ssh_key(cache), cache)
 
-    def factory(self) -> MachineFactory:
+    def factory(self, fresh_boot: bool | None = None) -> MachineFactory:
+        fresh = self.options.fresh_boot if fresh_boot is None else fresh_boot
         return MachineFactory(self.image, self.accel, self.key, current_run(),
                               defaults=self.options.vm_spec(self.accel),
-                              libvirt_uri=self.options.libvirt_uri)
+                              libvirt_uri=self.options.libvirt_uri,
+                              snapshots=None if fresh else SnapshotStore(self.cache))
 
 
 def artifacts_root(path: str | None) -> Path:

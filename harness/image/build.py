@@ -91,10 +91,13 @@ def _build(recipe: Recipe, cache: ImageCache, progress: Progress) -> None:
               "--customize-hook=chroot \"$1\" sh /customize.sh",
               recipe.suite, str(root), _mirror(recipe)], "mmdebstrap")
         kernel_version = _kernel_version(root)
-        progress(f"kernel {kernel_version}: extracting, writing the lean initrd")
+        progress(f"kernel {kernel_version}: extracting it and the {recipe.initrd_kind} initrd")
         shutil.copy2(root / f"boot/vmlinuz-{kernel_version}", work / KERNEL)
-        build_lean_initrd(root, kernel_version, recipe.initrd_modules,
-                          recipe.folder / "initrd-init", work / INITRD)
+        if recipe.initrd_kind == "lean":
+            build_lean_initrd(root, kernel_version, recipe.initrd_modules,
+                              recipe.folder / "initrd-init", work / INITRD)
+        else:
+            shutil.copy2(root / f"boot/initrd.img-{kernel_version}", work / INITRD)
         progress(f"ext4 filesystem ({recipe.disk_size_mib} MiB) and qcow2")
         raw = work / "disk.raw"
         _run(["mkfs.ext4", "-q", "-L", "root", "-d", str(root), str(raw),

@@ -32,3 +32,7 @@ class GuestImage:
     @property
     def direct_kernel_boot(self) -> bool:
         return self.kernel is not None
+
+    @property
+    def supports_lean_boot(self) -> bool:
+        return self.kind is ImageKind.BUILT and bool(self.lean_cmdline)

@@ -25,6 +25,8 @@ class Recipe:
     variant: str
     packages: tuple[str, ...]
     disk_size_mib: int
+    #: "lean": the harness's busybox initrd; "debian": the kernel package's own initramfs.
+    initrd_kind: str
     initrd_modules: tuple[str, ...]
     lean_cmdline: tuple[str, ...]
     cloud_init_cmdline: tuple[str, ...]
@@ -43,6 +45,7 @@ class Recipe:
                 folder=folder, name=image["name"], suite=image["suite"], mirror=image["mirror"],
                 variant=image.get("variant", "apt"), packages=tuple(image["packages"]),
                 disk_size_mib=int(image["disk_size_mib"]),
+                initrd_kind=initrd.get("kind", "lean"),
                 initrd_modules=tuple(initrd.get("modules", ())),
                 lean_cmdline=tuple(boot.get("lean_cmdline", ())),
                 cloud_init_cmdline=tuple(boot.get("cloud_init_cmdline", ())),

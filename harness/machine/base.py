@@ -31,6 +31,9 @@ SERIAL_LOG, CMDLINE, QMP_LOG, PROCESS_LOG = "serial.log", "cmdline.txt", "qmp.js
 class Machine(abc.ABC):
     def __init__(self, spec: VMSpec, image: GuestImage, accel: Accel, key: SshKey,
                  vm_dir: Path) -> None:
+        if spec.boot_path is BootPath.LEAN and not image.supports_lean_boot:
+            # Cloud images (and the naive bench image) are configured by cloud-init.
+            spec = spec.with_(boot_path=BootPath.CLOUD_INIT)
         self.spec = spec
         self.image = image
         self.accel = accel
@@ -94,10 +97,16 @@ class Machine(abc.ABC):
         try:
             self.launch()
             self.wait_ready()
+            self.after_ready()
         except BaseException:
             self.kill()
             raise
+        self.ready_at = time.monotonic()
+        log.info("%s ready in %.1f s (%s)", self.name, self.ready_at - self.started_at, self.accel.value)
         return self
+
+    def after_ready(self) -> None:
+        """Per-VM fix-ups once SSH works (a restored guest needs its clock and name)."""
 
     def stop(self) -> None:
         if self._ssh is not None:
@@ -127,9 +136,6 @@ class Machine(abc.ABC):
         self.ssh.run("true", timeout=max(5.0, deadline.remaining()))
         if self.uses_cloud_init:
             self._wait_cloud_init(deadline)
-        self.ready_at = time.monotonic()
-        log.info("%s ready in %.1f s (%s)", self.name, self.ready_at - (self.started_at or 0),
-                 self.accel.value)
 
     @property
     def uses_cloud_init(self) -> bool:

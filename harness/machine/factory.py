@@ -15,6 +15,7 @@ from harness.errors import ConfigError
 from harness.image.guest_image import GuestImage
 from harness.image.sshkey import SshKey
 from harness.machine.base import Machine
+from harness.machine.snapshot import SnapshotStore, restorable, snapshot_key
 from harness.runtime import Run
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ class MachineFactory:
     run: Run
     defaults: VMSpec = field(default_factory=VMSpec)
     libvirt_uri: str | None = None
+    #: Where saved states live; None = always boot (--vm-fresh-boot).
+    snapshots: SnapshotStore | None = None
     machines: list[Machine] = field(default_factory=list)
     _counter: int = 0
 
@@ -58,11 +61,36 @@ class MachineFactory:
                                   run=self.run, uri=self.libvirt_uri)
         raise ConfigError(f"Unknown backend {spec.backend!r}.", fix="use qemu or libvirt.")
 
-    def start(self, spec: VMSpec | None = None, **overrides) -> Machine:
-        """A machine, booted and ready (a command over SSH works)."""
+    def start(self, spec: VMSpec | None = None, *, fresh: bool = False, **overrides) -> Machine:
+        """A machine, ready (a command over SSH works): restored from the saved state of its
+        configuration when there is one (made now if missing), booted when `fresh`, when
+        snapshots are off, or when the VM asks for something a snapshot cannot show (extra
+        kernel or QEMU arguments)."""
         machine = self.create(spec, **overrides)
+        if not fresh and self.snapshots is not None and restorable(machine.spec):
+            from harness.machine.qemu import QemuMachine, qemu_binary
+            assert isinstance(machine, QemuMachine)
+            key = snapshot_key(self.image.identity, machine.spec, self.accel.value, qemu_binary())
+            saved = self.snapshots.ensure(key, lambda folder: self._save_template(machine.spec, folder))
+            machine.restore_from(saved)
         machine.start()
         return machine
+
+    def _save_template(self, spec: VMSpec, folder: Path) -> dict:
+        """Boot a guest of this configuration, wait until it is ready, save it."""
+        log.info("no saved state for %s MiB / %s vCPU / swap %s yet: booting one to save",
+                 spec.memory_mib, spec.cpus, spec.swap)
+        self._counter += 1
+        template = self._construct(spec.with_(name="template"), self.run.vm_dir(f"template-{self._counter}"),
+                                   f"bh-{self.run.run_id}-template-{self._counter}")
+        try:
+            template.start()
+            boot_s = (template.ready_at or 0) - (template.started_at or 0)
+            meta = template.save_state(folder)
+            return {"boot_seconds": round(boot_s, 2), **meta}
+        finally:
+            template.kill()
+            shutil.rmtree(template.vm_dir, ignore_errors=True)
 
     def close(self, artifacts_dir: Path | None = None) -> None:
         """Stop everything; with `artifacts_dir`, save each machine's evidence there first."""
