@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.config import Backend
 from harness.errors import HarnessError
 from harness.machine.base import Machine
 from harness.machine.factory import MachineFactory
@@ -101,11 +102,20 @@ def vm_image(vm_session: HarnessSession):
 
 
 @pytest.fixture
-def vm_factory(request: pytest.FixtureRequest, vm_session: HarnessSession) -> Iterator[MachineFactory]:
+def vm_backend(request: pytest.FixtureRequest) -> str:
+    """The backend of this test's VMs (--vm-backend). A test module runs on both with
+    `pytestmark = pytest.mark.parametrize("vm_backend", ["qemu", "libvirt"])`."""
+    return request.config.getoption("--vm-backend")
+
+
+@pytest.fixture
+def vm_factory(request: pytest.FixtureRequest, vm_session: HarnessSession,
+               vm_backend: str) -> Iterator[MachineFactory]:
     """Makes machines (`vm_factory.start(name=..., memory_mib=...)`); stops every one of them
     after the test, saving their evidence first if the test failed or --vm-keep is given."""
     fresh = request.node.get_closest_marker("fresh_boot") is not None or None
     factory = vm_session.factory(fresh_boot=fresh)
+    factory.defaults = factory.defaults.with_(backend=Backend(vm_backend))
     try:
         yield factory
     finally:

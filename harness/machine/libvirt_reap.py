@@ -1,7 +1,35 @@
-"""Placeholder until the libvirt backend lands: there are no harness domains to reap."""
+"""Destroying the libvirt domains of dead runs (and only the harness's own)."""
 
 from __future__ import annotations
 
+import logging
+
+from harness.errors import HarnessError, MissingDependency
+
+log = logging.getLogger(__name__)
+
 
 def reap_domains(uri: str | None, keep_run_ids: set[str]) -> list[str]:
-    return []
+    try:
+        from harness.machine.libvirt import connect, harness_domains
+        conn = connect(uri)
+    except (MissingDependency, HarnessError) as exc:
+        log.info("not reaping libvirt domains: %s", exc)
+        return []
+    destroyed = []
+    try:
+        for dom, run_id in harness_domains(conn):
+            if run_id in keep_run_ids:
+                continue
+            name = dom.name()
+            try:
+                if dom.isActive():
+                    dom.destroy()
+                if dom.isPersistent():
+                    dom.undefine()
+                destroyed.append(name)
+            except Exception as exc:  # noqa: BLE001 - report and go on with the others
+                log.warning("cannot remove domain %s: %s", name, exc)
+    finally:
+        conn.close()
+    return destroyed
