@@ -23,9 +23,10 @@ def reap_domains(uri: str | None, keep_run_ids: set[str]) -> list[str]:
                 continue
             name = dom.name()
             try:
+                persistent = dom.isPersistent()  # a transient domain vanishes once destroyed
                 if dom.isActive():
                     dom.destroy()
-                if dom.isPersistent():
+                if persistent:
                     dom.undefine()
                 destroyed.append(name)
             except Exception as exc:  # noqa: BLE001 - report and go on with the others

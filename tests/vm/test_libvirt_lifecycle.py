@@ -1,0 +1,88 @@
+"""libvirt leftovers: killed runs leave no harness domain, and foreign domains are untouched."""
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from harness.machine.libvirt import METADATA_KEY, METADATA_NS, connect, harness_domains
+from harness.waiting import wait_for
+
+INNER = Path(__file__).parent / "inner"
+
+FOREIGN_XML = """<domain type='qemu'>
+  <name>{name}</name><uuid>{uuid}</uuid>
+  {metadata}
+  <memory unit='MiB'>64</memory><vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+</domain>"""
+
+
+@pytest.fixture
+def conn():
+    connection = connect(None)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def foreign_domains(conn):
+    """Two defined (not running) domains the harness did not create: one with an unrelated
+    name, one whose name even starts with the harness prefix but has no harness metadata."""
+    names = [f"not-ours-{uuid.uuid4().hex[:6]}", f"bh-lookalike-{uuid.uuid4().hex[:6]}"]
+    domains = [conn.defineXML(FOREIGN_XML.format(name=n, uuid=uuid.uuid4(), metadata="")) for n in names]
+    yield names
+    for dom in domains:
+        dom.undefine()
+
+
+def names_on(conn):
+    return {d.name() for d in conn.listAllDomains()}
+
+
+def test_leftover_domain_of_a_dead_run_is_reaped_and_foreign_ones_are_not(conn, foreign_domains, tmp_path):
+    # A harness domain of a run whose owner is gone, started WITHOUT autodestroy (what a
+    # libvirtd restart or a crashed connection could leave): a tiny diskless guest is enough.
+    dead_run = "999999dead"
+    leftover = f"bh-{dead_run}-vm-1"
+    metadata = (f"<metadata><{METADATA_KEY}:harness xmlns:{METADATA_KEY}='{METADATA_NS}'>"
+                f"<run>{dead_run}</run></{METADATA_KEY}:harness></metadata>")
+    conn.createXML(FOREIGN_XML.format(name=leftover, uuid=uuid.uuid4(), metadata=metadata), 0)
+    assert leftover in {d.name() for d, _ in harness_domains(conn)}
+    reap = subprocess.run([sys.executable, "-m", "harness.cli", "reap"], capture_output=True, text=True, timeout=120)
+    assert reap.returncode == 0, reap.stdout + reap.stderr
+    assert leftover in reap.stdout
+    remaining = names_on(conn)
+    assert leftover not in remaining
+    assert set(foreign_domains) <= remaining
+
+
+def test_kill_9_of_pytest_leaves_no_domain(conn, foreign_domains, tmp_path):
+    ready = tmp_path / "ready"
+    env = {**os.environ, "BH_READY": str(ready)}
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"--rootdir={tmp_path}",
+                             "--vm-backend=libvirt", str(INNER / "inner_hang.py")],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: ready.exists() and len(ready.read_text().split()) == 2, timeout=600,
+                 what="the child pytest to boot its libvirt VM", abort=lambda: proc.poll() and "child exited")
+    except BaseException:
+        proc.kill()
+        raise
+    run_path = Path(ready.read_text().split()[0])
+    run_id = run_path.name
+    assert any(r == run_id for _, r in harness_domains(conn))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # AUTODESTROY: libvirtd destroys the domain once the killed process's connection drops.
+    wait_for(lambda: not any(r == run_id for _, r in harness_domains(conn)), timeout=60,
+             what="libvirtd to destroy the killed run's domain")
+    reap = subprocess.run([sys.executable, "-m", "harness.cli", "reap"], capture_output=True, text=True, timeout=120)
+    assert reap.returncode == 0
+    assert not run_path.exists()
+    assert not any(name.startswith(f"bh-{run_id}") for name in names_on(conn))
+    assert set(foreign_domains) <= names_on(conn)
