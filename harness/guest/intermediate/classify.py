@@ -22,6 +22,7 @@ from .procs import (
     ProcessInfo,
     ProcessTable,
     cgroup_within,
+    read_cgroup,
     read_fd_inodes,
     read_process_info,
 )
@@ -142,16 +143,15 @@ class Classifier:
 
         for pid in self._scope_candidates(table):
             stat = table.stats[pid]
+            if sel.scope_cgroup is not None and not cgroup_within(read_cgroup(pid), sel.scope_cgroup):
+                continue
             if pid == INIT_PID:
                 verdicts[pid] = Verdict(Category.NEVER_STOP, "never-stop:pid1")
                 continue
             if stat.is_kernel_thread:
                 verdicts[pid] = Verdict(Category.NEVER_STOP, "never-stop:kthread")
                 continue
-            info = read_process_info(stat, self.control_env)
-            if sel.scope_cgroup is not None and not cgroup_within(info.cgroup, sel.scope_cgroup):
-                continue
-            infos[pid] = info
+            infos[pid] = read_process_info(stat, self.control_env)
 
         daemon_ancestors = set(table.ancestors(os.getpid()))
         candidates: set[int] = set()  # may be protected or distinct
