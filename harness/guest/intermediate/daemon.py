@@ -81,7 +81,10 @@ class Daemon:
         self.config = config
         self.log_level = log_level
         self.thresholds = config.thresholds
-        self.events = EventLog(config.events_path)
+        try:
+            self.events = EventLog(config.events_path)
+        except OSError as exc:
+            raise StartupError(f"cannot open --events {config.events_path}: {exc.strerror or exc}") from None
         self.store = StateStore(config.state_dir)
         self.classifier = Classifier(config.selection, self_pids={os.getpid()})
         self.state = DaemonState.CALM
@@ -128,7 +131,10 @@ class Daemon:
             recovered = resume_recorded(self.store, self.events, "recovered")
             self.store.save([])
         if cfg.control_path:
-            self.control = ControlServer(cfg.control_path, self.handle_request)
+            try:
+                self.control = ControlServer(cfg.control_path, self.handle_request)
+            except OSError as exc:
+                raise StartupError(f"cannot listen on --control {cfg.control_path}: {exc.strerror or exc}") from None
         self._install_signals()
         if cfg.watchdog and not cfg.dry_run:
             self._start_watchdog()

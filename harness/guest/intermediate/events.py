@@ -29,6 +29,9 @@ class EventLog:
         self.path = path
         self._fd: int | None = None
         if path:
+            parent = os.path.dirname(path)
+            if parent:
+                os.makedirs(parent, exist_ok=True)
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
     def emit(
