@@ -133,6 +133,16 @@ class StallRate:
         return max(0.0, min(100.0, percent))
 
 
+def read_small_file(path: str) -> str:
+    """open/read/close without Python's buffered text layer: this runs up to 20 times a second
+    for the daemon's whole life, and the plain syscalls are several times cheaper."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096).decode("ascii")
+    finally:
+        os.close(fd)
+
+
 class PressureSource:
     """Interface the daemon loop uses; see FilePressureSource and PsiTriggerSource."""
 
@@ -169,14 +179,12 @@ class FilePressureSource(PressureSource):
         self._last = IDLE_READING
         self._warned = False
         # Fail early with a clear message if the file is missing or not PSI text.
-        with open(path, encoding="ascii") as handle:
-            parse_psi(handle.read())
+        parse_psi(read_small_file(path))
 
     def read(self) -> PressureReading:
         now = time.monotonic()
         try:
-            with open(self.path, encoding="ascii") as handle:
-                snap = parse_psi(handle.read())
+            snap = parse_psi(read_small_file(self.path))
         except (OSError, ValueError) as exc:
             if not self._warned:
                 log.warning("cannot read pressure file %s (%s); keeping last reading", self.path, exc)
@@ -260,8 +268,7 @@ class PsiTriggerSource(PressureSource):
 
     def read(self) -> PressureReading:
         now = time.monotonic()
-        with open(self.path, encoding="ascii") as handle:
-            snap = parse_psi(handle.read())
+        snap = parse_psi(read_small_file(self.path))
         fast = self._rate.add(now, snap.some.total)
         if self._fired_at is not None and now - self._fired_at < self.window:
             # The kernel saw at least stop_above % stall within its window.
