@@ -31,7 +31,7 @@ from .pressure import (
 from .procs import ProcessTable, read_mem_available_kb, read_memory, read_stat
 from .recovery import resume_recorded
 from .state import StateStore, StoppedRecord
-from .units import Member, StopUnit, UnitKind, plan_units
+from .units import Member, StopUnit, UnitKind, plan_units, read_cgroup_procs
 from .watchdog import spawn_watchdog
 
 log = logging.getLogger(__name__)
@@ -351,18 +351,24 @@ class Daemon:
         changed = False
         for record in list(self.stopped):
             unit = record.unit
-            live = []
-            for member in unit.members:
-                stat = cls.table.stats.get(member.pid)
-                if stat is not None and stat.starttime == member.starttime and not stat.is_zombie:
-                    live.append(member)
+            live = [m for m in unit.members if self._alive_in(cls, m)]
+            if unit.kind is UnitKind.CGROUP and unit.cgroup_dir:
+                # Processes forked inside a frozen cgroup are frozen too: track them as members.
+                known = {m.pid for m in live}
+                for pid in read_cgroup_procs(unit.cgroup_dir) or []:
+                    stat = cls.table.stats.get(pid)
+                    if pid not in known and stat is not None and not stat.is_zombie:
+                        live.append(Member(pid=pid, starttime=stat.starttime, comm=stat.comm))
             if not live:
                 log.debug("stopped unit %s is gone", unit.key)  # dropped quietly
+                if unit.kind is UnitKind.CGROUP and not self.config.dry_run:
+                    # Never leave an empty cgroup frozen: whatever is put there later would freeze.
+                    freezer_for(unit).thaw(unit)
                 self.stopped.remove(record)
                 self.stopped_at.pop(unit.key, None)
                 changed = True
                 continue
-            if len(live) != len(unit.members):
+            if [m.pid for m in live] != unit.pids:
                 index = self.stopped.index(record)
                 record = replace(record, unit=unit.with_members(live))
                 self.stopped[index] = record
@@ -374,6 +380,11 @@ class Daemon:
                     break
         if changed and not self.config.dry_run:
             self.store.save(self.stopped)
+
+    @staticmethod
+    def _alive_in(cls: Classification, member: Member) -> bool:
+        stat = cls.table.stats.get(member.pid)
+        return stat is not None and stat.starttime == member.starttime and not stat.is_zombie
 
     def _report_skips(self, cls: Classification, extra: dict[int, str]) -> None:
         for pid, verdict in sorted(cls.verdicts.items()):
@@ -505,8 +516,9 @@ class Daemon:
                         )
                     continue
             self._resume_record(index, "calm")
-            self.next_resume_at = now + self.config.stop_interval
-            return
+            break
+        # Between two resumes -- or two headroom checks -- wait for a fresh pressure window.
+        self.next_resume_at = now + self.config.stop_interval
 
     def _expire_max_stopped(self, now: float) -> None:
         limit = self.config.max_stopped

@@ -172,7 +172,7 @@ def plan_units(
             p for p in classification.table.group_members(pgid) if not classification.table.stats[p].is_zombie
         ]
         if len(group) > 1 and set(group) <= available:
-            members = sorted(group)
+            members = sorted(group, key=lambda p: (p != pgid, p))  # the group leader first
             rss, swap = _memory(classification, members)
             notes = {fallback_note[p] for p in members if p in fallback_note}
             units.append(

@@ -51,3 +51,20 @@ def test_cgroup_unit_resumed_on_sigterm(spawn, start_daemon, psi, test_cgroup):
     wait_for(lambda: read_frozen(frozen_dir), 3, what="frozen")
     assert daemon.terminate() == 0
     assert read_frozen(frozen_dir) is False and victim.makes_progress()
+
+
+def test_emptied_cgroup_is_not_left_frozen(spawn, start_daemon, psi, test_cgroup):
+    # If every process of a frozen cgroup dies, the record is dropped -- and the cgroup thawed,
+    # or anything placed there later would freeze on arrival.
+    frozen_dir = test_cgroup("emptied")
+    victim = spawn("cgempty")
+    move_to_cgroup(victim.pid, frozen_dir)
+    daemon = start_daemon("--method", "cgroup", "--scope-cgroup", os.path.dirname(frozen_dir))
+    psi.set(60)
+    wait_for(lambda: read_frozen(frozen_dir), 3, what="frozen")
+    psi.set(10)  # between the thresholds: nothing is resumed
+    victim.popen.kill()  # SIGKILL works on frozen tasks
+    victim.popen.wait(timeout=5)
+    wait_for(lambda: read_frozen(frozen_dir) is False, 4, what="emptied cgroup thawed")
+    assert daemon.events("resume") == [], "a vanished unit is dropped quietly"
+    wait_for(lambda: daemon.status()["stopped"] == [], 2, what="record dropped")
