@@ -112,6 +112,9 @@ def test_protected_and_never_stop_processes_are_never_stopped(spawn, start_daemo
     skips = {e["pid"]: e["reason"] for e in daemon.events("skip") if e["pid"]}
     for pid, why in spared.items():
         assert skips.get(pid) == why, (pid, skips.get(pid), why)
+    # The daemon and its watchdog are in scope too (children of pytest), and spared.
+    assert skips.get(daemon.pid) == "never-stop:self"
+    assert skips.get(daemon.watchdog_pid()) == "never-stop:self"
     psi.set(0)
     wait_for(lambda: not is_stopped(distinct.pid), 5, what="resume")
 

@@ -41,18 +41,19 @@ def record_for(pid: int, start: int, comm: str = "x") -> StoppedRecord:
     )
 
 
-def test_sigterm_resumes_everything(spawn, start_daemon, psi):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_resume_everything(spawn, start_daemon, psi, signum):
     a = spawn("terma", rss_mb=10)
     b = spawn("termb")
     daemon = start_daemon()
     psi.set(60)
     wait_for(lambda: is_stopped(a.pid) and is_stopped(b.pid), 4, what="both stopped")
-    daemon.popen.send_signal(signal.SIGTERM)
+    daemon.popen.send_signal(signum)
     assert daemon.popen.wait(timeout=5) == 0
     assert not is_stopped(a.pid) and not is_stopped(b.pid)
     assert a.makes_progress() and b.makes_progress()
     exit_event = daemon.events()[-1]
-    assert exit_event["event"] == "exit" and exit_event["reason"] == "signal:SIGTERM"
+    assert exit_event["event"] == "exit" and exit_event["reason"] == f"signal:{signal.Signals(signum).name}"
     assert {e["reason"] for e in daemon.events("resume")} == {"exit"}
     assert StateStore(str(daemon.state_dir)).load() == []
 
@@ -76,7 +77,8 @@ def test_watchdog_resumes_within_a_second_after_sigkill(spawn, start_daemon, psi
              3, what="watchdog exit")
 
 
-def test_new_daemon_resumes_leftovers_of_a_crashed_one(spawn, start_daemon, psi, workdir):
+@pytest.mark.parametrize("via", ["new-daemon", "resume-all"])
+def test_leftovers_of_a_crashed_daemon_are_resumed(spawn, start_daemon, psi, workdir, via):
     victim = spawn("leftover")
     state_dir = workdir / "shared-state"
     crashed = start_daemon(state_dir=state_dir)
@@ -92,11 +94,15 @@ def test_new_daemon_resumes_leftovers_of_a_crashed_one(spawn, start_daemon, psi,
     assert is_stopped(victim.pid), "nobody resumed it: a real leftover"
     assert [r.unit.pids for r in StateStore(str(state_dir)).load()] == [[victim.pid]]
 
-    successor = start_daemon(state_dir=state_dir)
-    start = successor.wait_event("start")
-    assert start["recovered"] == [victim.pid]
+    if via == "new-daemon":
+        successor = start_daemon(state_dir=state_dir)
+        start = successor.wait_event("start")
+        assert start["recovered"] == [victim.pid]
+        assert successor.events("resume")[0]["reason"] == "recovered"
+    else:  # what the systemd unit's ExecStopPost runs after `systemctl kill -s KILL`
+        out = run_cli("resume-all", "--state-dir", str(state_dir))
+        assert out.returncode == 0 and json.loads(out.stdout)["resumed"] == [victim.pid]
     assert not is_stopped(victim.pid) and victim.makes_progress()
-    assert successor.events("resume")[0]["reason"] == "recovered"
     assert StateStore(str(state_dir)).load() == []
 
 
