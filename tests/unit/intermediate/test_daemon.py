@@ -291,3 +291,17 @@ def test_status_over_control_socket(spawn, start_daemon, psi):
     psi.set(0)
     wait_for(lambda: daemon.status()["state"] == "calm", 5, what="calm again")
     assert not is_stopped(victim.pid)
+
+
+def test_psi_trigger_mode_runs_idle(spawn, start_daemon):
+    # No pressure file: the daemon registers a real PSI trigger on /proc/pressure/memory and
+    # sleeps in poll() (this host is not under memory pressure, so it stays calm).
+    victim = spawn("psiidle")
+    daemon = start_daemon(pressure=False)
+    status = daemon.status()
+    assert status["config"]["source"]["kind"] == "psi-trigger"
+    assert status["config"]["source"]["window"] in (1.0, 2.0)
+    assert status["state"] == "calm" and victim.pid in status["distinct"]
+    time.sleep(1.2)
+    assert not is_stopped(victim.pid)
+    assert daemon.terminate() == 0

@@ -195,3 +195,20 @@ def test_bad_pressure_file_content(workdir):
 def test_status_without_daemon_is_a_clear_error(workdir):
     out = run_cli("status", "--control", str(workdir / "nobody.sock"))
     assert out.returncode == 1 and "cannot connect" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_dead_watchdog_is_replaced(spawn, start_daemon, psi):
+    victim = spawn("wdrespawn")
+    daemon = start_daemon()
+    first = daemon.watchdog_pid()
+    os.kill(first, signal.SIGKILL)
+    second = wait_for(lambda: (daemon.status()["watchdog_pid"] or first) != first and daemon.status()["watchdog_pid"], 5,
+                      what="a new watchdog")
+    assert "watchdog exited" in daemon.log()
+    psi.set(60)
+    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+    time.sleep(0.5)  # let the new watchdog finish starting (it copes either way)
+    daemon.popen.send_signal(signal.SIGKILL)
+    wait_for(lambda: not is_stopped(victim.pid), 2, what="the replacement watchdog resumed it")
+    assert daemon.wait_event("resume", lambda e: e["reason"] == "watchdog")["pid"] == victim.pid
+    assert second != first
