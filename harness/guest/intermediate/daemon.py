@@ -15,7 +15,7 @@ from typing import Any
 
 from . import events as ev
 from .classify import Category, Classification, Classifier
-from .config import DaemonConfig, FreezeMethod
+from .config import DaemonConfig
 from .control import ControlServer
 from .events import EventLog
 from .freezer import FreezeResult, SignalFreezer, freezer_for
@@ -222,15 +222,25 @@ class Daemon:
         log.debug("watchdog pid %d", self.watchdog.pid)
 
     def _stop_watchdog(self) -> None:
-        # Everything has been resumed and the state is empty: the watchdog has nothing to do.
         if self.watchdog is not None:
-            if self.watchdog.poll() is None:
-                self.watchdog.kill()
-            self.watchdog.wait()
+            if self._state_is_empty():
+                # Everything was resumed and recorded as such: the watchdog has nothing to do.
+                if self.watchdog.poll() is None:
+                    self.watchdog.kill()
+                self.watchdog.wait()
+            else:
+                # Something could not be resumed: leave the watchdog to retry once we are gone.
+                log.error("state dir still lists stopped units; leaving them to the watchdog")
             self.watchdog = None
         if self._watchdog_pidfd is not None:
             os.close(self._watchdog_pidfd)
             self._watchdog_pidfd = None
+
+    def _state_is_empty(self) -> bool:
+        try:
+            return not self.store.load()
+        except Exception:
+            return False
 
     def _register_fds(self) -> None:
         self._poller = select.poll()
@@ -315,8 +325,9 @@ class Daemon:
             new = DaemonState.CALM
         if new is not self.state:
             previous, self.state = self.state, new
-            if new is DaemonState.HIGH:
-                self.reported_skips.clear()  # report what is spared once per high episode
+            if new is DaemonState.HIGH and previous is DaemonState.CALM:
+                # Report what is spared once per episode (an episode ends when all is resumed).
+                self.reported_skips.clear()
             if previous is DaemonState.HOLDING:
                 self.reported_blocked.clear()
             self._emit_pressure(now, previous)
@@ -643,4 +654,4 @@ def run_daemon(config: DaemonConfig, log_level: str = "INFO") -> int:
     return Daemon(config, log_level).run()
 
 
-__all__ = ["Daemon", "DaemonState", "StartupError", "run_daemon", "FreezeMethod"]
+__all__ = ["Daemon", "DaemonState", "StartupError", "run_daemon"]

@@ -6,6 +6,7 @@ import enum
 import logging
 import os
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 
 from .classify import Category, Classification
@@ -126,7 +127,7 @@ def cgroup_exclusive(cgroup: str | None, available: set[int]) -> tuple[str | Non
 def plan_units(
     classification: Classification,
     method: FreezeMethod,
-    excluded: set[int] = frozenset(),  # type: ignore[assignment]
+    excluded: AbstractSet[int] = frozenset(),
 ) -> list[StopUnit]:
     """Candidate units, largest resident set first."""
     available = {
