@@ -170,10 +170,12 @@ class PressureSource:
 class FilePressureSource(PressureSource):
     """Polls a plain file in /proc/pressure/memory format (a file cannot take triggers)."""
 
-    def __init__(self, path: str, window: float, poll_interval: float = 0.05) -> None:
+    def __init__(self, path: str, window: float, poll_interval: float = 0.05, idle_poll_interval: float = 0.09) -> None:
         self.path = path
         self.window = window
-        self.idle_interval = poll_interval
+        # While nothing happens ~11 reads a second (the minimum is 10) halve the idle cost; once
+        # anything is stopped, 20 reads a second keep the hold and stop timing precise.
+        self.idle_interval = max(poll_interval, idle_poll_interval)
         self.busy_interval = poll_interval
         self._rate = StallRate(window)
         self._last = IDLE_READING
