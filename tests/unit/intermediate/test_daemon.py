@@ -43,6 +43,7 @@ def test_distinct_stopped_under_pressure_and_resumed_after_calm(spawn, start_dae
     wait_for(lambda: not is_stopped(big.pid) and not is_stopped(small.pid), 5, what="both resumed")
     assert big.makes_progress() and small.makes_progress(), "resumed processes carry on"
 
+    wait_for(lambda: len(daemon.events("resume")) == 2, 2, what="two resume events")
     stops, resumes = daemon.events("stop"), daemon.events("resume")
     assert [e["pid"] for e in stops] == [big.pid, small.pid]
     assert [e["pid"] for e in resumes] == [small.pid, big.pid], "last stopped is resumed first"
@@ -149,7 +150,8 @@ def test_process_group_is_stopped_together(start_daemon, psi, exe_copy, workdir)
     wait_for(lambda: all(is_stopped(p) for p in group), 2, what="the whole pipeline stopped")
     psi.set(0)
     wait_for(lambda: not any(is_stopped(p) for p in group), 6, what="pipeline resumed")
-    assert daemon.events("resume")[0]["unit"] == f"pgid:{shell.pid}"
+    # SIGCONT is sent before the event is written: wait for the event itself.
+    assert daemon.wait_event("resume")["unit"] == f"pgid:{shell.pid}"
 
 
 def test_mixed_process_group_is_stopped_process_by_process(spawn, start_daemon, psi):
@@ -226,7 +228,7 @@ def test_resume_waits_for_memory_headroom(spawn, start_daemon, psi):
     wait_for(lambda: is_stopped(victim.pid), 3, what="stopped again")
     psi.set(0)
     wait_for(lambda: not is_stopped(victim.pid), 5, what="resumed without headroom check")
-    assert daemon.events("resume")[0]["reason"] == "calm"
+    assert daemon.wait_event("resume")["reason"] == "calm"
 
 
 def test_max_stopped_bounds_the_stop_and_respects_hold(spawn, start_daemon, psi):
