@@ -1,0 +1,409 @@
+#!/usr/bin/env python3
+"""Benchmark of the Intermediate daemon: reaction time and CPU use at idle.
+
+* File mode (runs anywhere): a fake PSI file steps from 0 to --step % stall (total advancing at
+  that rate, avg10 following the kernel's lagging average, so only the fast signal can react);
+  the reaction time is the time until the victim process is seen in state T.
+* Idle CPU: utime+stime of the daemon and its watchdog from /proc/PID/stat over --idle-seconds,
+  in file mode (~11 file reads a second while idle) and, where a PSI trigger can be registered, in PSI mode;
+  `idle_cpu_percent` is the PSI mode (what the guest runs) when available, else the file mode.
+* --psi (inside a guest): real memory pressure from a hog process; the reaction time is measured
+  from the moment the real stall in the trailing window crosses the threshold (when a perfect
+  detector with the same rule could first react) to the daemon's stop event.  Do not use --psi
+  on a host you care about: the hog allocates beyond MemAvailable.
+
+Everything runs with --scope-pid <this process>, so only the benchmark's own children can be
+stopped.  The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from harness.guest.intermediate.control import ControlError, request  # noqa: E402
+from harness.guest.intermediate.events import read_events  # noqa: E402
+from harness.guest.intermediate.fakepsi import AVG_KERNEL, PressureFileWriter  # noqa: E402
+from harness.guest.intermediate.pressure import parse_psi  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PSI_PATH = "/proc/pressure/memory"
+
+VICTIM_CODE = "import time\nwhile True:\n    time.sleep(0.05)\n"
+HOG_CODE = """
+import os, sys, time
+with open('/proc/self/oom_score_adj', 'w') as f:
+    f.write('1000')  # if anything is OOM-killed, let it be the hog
+chunk, max_mb, pause = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+held = []
+while len(held) * chunk < max_mb:
+    buf = bytearray(chunk * 1024 * 1024)
+    for i in range(0, len(buf), 4096):
+        buf[i] = 1
+    held.append(buf)
+    time.sleep(pause)
+while True:
+    for buf in held:  # keep the working set hot, so it keeps stalling until stopped
+        for i in range(0, len(buf), 4096 * 16):
+            buf[i] = 2
+    time.sleep(0.01)
+"""
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def proc_state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()[0]
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as handle:
+        text = handle.read()
+    rest = text[text.rindex(")") + 2 :].split()
+    return (int(rest[11]) + int(rest[12])) / CLK_TCK  # fields 14 (utime) and 15 (stime)
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.001) -> float | None:
+    """Seconds until predicate() held, or None on timeout."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(interval)
+    return None
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+def mem_kb(key: str) -> int:
+    with open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class Bench:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.children: list[subprocess.Popen] = []
+        self.daemons: list[subprocess.Popen] = []
+        self.env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        self.env.pop("BALLOON_HARNESS_CONTROL", None)
+
+    def spawn(self, code: str, *args: str) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=self.env,
+        )
+        self.children.append(proc)
+        return proc
+
+    def daemon(self, name: str, *args: str) -> tuple[subprocess.Popen, Path, Path]:
+        events = self.workdir / f"{name}-events.jsonl"
+        control = self.workdir / f"{name}.sock"
+        log = open(self.workdir / f"{name}.log", "wb")
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "harness.guest.intermediate", "run",
+                "--scope-pid", str(os.getpid()),
+                "--state-dir", str(self.workdir / f"{name}-state"),
+                "--events", str(events),
+                "--control", str(control),
+                *args,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env=self.env,
+            cwd=str(REPO_ROOT),
+        )
+        log.close()
+        self.daemons.append(proc)
+        started = wait_until(lambda: any(e["event"] == "start" for e in read_events(str(events))) or proc.poll() is not None, 15, 0.02)
+        if started is None or proc.poll() is not None:
+            raise RuntimeError(f"daemon {name} did not start: {(self.workdir / f'{name}.log').read_text()[-2000:]}")
+        return proc, events, control
+
+    def stop_daemon(self, proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def cleanup(self) -> None:
+        for proc in self.daemons:
+            self.stop_daemon(proc)
+        for proc in self.children:
+            for sig in (signal.SIGCONT, signal.SIGKILL):
+                try:
+                    proc.send_signal(sig)
+                except ProcessLookupError:
+                    pass
+            proc.wait()
+
+
+def sched_seconds(pid: int) -> float | None:
+    """Exact on-CPU time from /proc/PID/schedstat (utime+stime are sampled at clock ticks)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as handle:
+            return int(handle.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def idle_cpu(pids: list[int], seconds: float) -> tuple[float, float | None]:
+    """(% from utime+stime, % from schedstat or None) of the pids over `seconds`."""
+    before = sum(cpu_seconds(p) for p in pids)
+    sched_before = [sched_seconds(p) for p in pids]
+    start = time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - start
+    ticks = (sum(cpu_seconds(p) for p in pids) - before) / elapsed * 100.0
+    sched_after = [sched_seconds(p) for p in pids]
+    if None in sched_before or None in sched_after:
+        return ticks, None
+    exact = (sum(sched_after) - sum(sched_before)) / elapsed * 100.0  # type: ignore[arg-type]
+    return ticks, exact
+
+
+def wait_calm(control: Path, timeout: float) -> bool:
+    def calm() -> bool:
+        try:
+            status = request(str(control), "status", timeout=2)
+        except ControlError:
+            return False
+        return status["state"] == "calm" and status["level"] == "calm"
+
+    return wait_until(calm, timeout, 0.1) is not None
+
+
+# -- file mode ------------------------------------------------------------------------------------
+
+
+def bench_file(bench: Bench, trials: int, step: float, idle_seconds: float, avg_model: str) -> dict:
+    writer = PressureFileWriter(str(bench.workdir / "pressure"), avg_model=avg_model).start()
+    try:
+        victim = bench.spawn(VICTIM_CODE)
+        daemon, events, control = bench.daemon("file", "--pressure-file", writer.path, "--hold", "0.5")
+        time.sleep(1.5)  # let the daemon's fast window fill once, so trial 0 is like the others
+        reactions = []
+        for trial in range(trials):
+            time.sleep(0.2 + 0.05 * (trial % 4))  # vary the phase against the daemon's 50 ms polling
+            changed = writer.set(step)
+            reacted = wait_until(lambda: proc_state(victim.pid) == "T", 10)
+            if reacted is None:
+                raise RuntimeError("the daemon did not stop the victim within 10 s")
+            reactions.append((time.monotonic() - changed) * 1000 - 0.5)  # minus half the sampling step
+            writer.set(0)
+            if wait_until(lambda: proc_state(victim.pid) != "T", 60, 0.01) is None or not wait_calm(control, 60):
+                raise RuntimeError("the daemon did not resume the victim")
+        watchdog = next(e["watchdog_pid"] for e in read_events(str(events)) if e["event"] == "start")
+        time.sleep(1.0)
+        idle, idle_exact = idle_cpu([daemon.pid, watchdog], idle_seconds)
+        bench.stop_daemon(daemon)
+    finally:
+        writer.stop()
+    return {
+        "reaction_ms": reactions,
+        "reaction_ms_file_median": round(statistics.median(reactions), 1),
+        "reaction_ms_file_p95": round(percentile(reactions, 95), 1),
+        "idle_cpu_percent_file_mode": round(idle, 3),
+        "idle_cpu_percent_file_mode_schedstat": None if idle_exact is None else round(idle_exact, 3),
+    }
+
+
+# -- PSI mode -------------------------------------------------------------------------------------
+
+
+def psi_trigger_available() -> bool:
+    from harness.guest.intermediate.pressure import register_psi_trigger
+
+    try:
+        fd, _ = register_psi_trigger(PSI_PATH, 20, 1.0)
+    except (OSError, ValueError):
+        return False
+    os.close(fd)
+    return True
+
+
+def bench_psi_idle(bench: Bench, idle_seconds: float) -> tuple[float | None, float | None]:
+    if not psi_trigger_available():
+        return None, None
+    daemon, events, _ = bench.daemon("psi-idle")
+    watchdog = next(e["watchdog_pid"] for e in read_events(str(events)) if e["event"] == "start")
+    time.sleep(1.0)
+    idle, exact = idle_cpu([daemon.pid, watchdog], idle_seconds)
+    bench.stop_daemon(daemon)
+    return round(idle, 3), None if exact is None else round(exact, 3)
+
+
+class StallSampler(threading.Thread):
+    """Samples `some total` of /proc/pressure/memory every 10 ms (wall time)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, int]] = []
+        self.stop_flag = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_flag.is_set():
+            with open(PSI_PATH) as handle:
+                self.samples.append((time.time(), parse_psi(handle.read()).some.total))
+            time.sleep(0.01)
+
+    def threshold_crossed_at(self, stop_above: float, window: float) -> float | None:
+        need = stop_above / 100.0 * window * 1e6
+        j = 0
+        for t, total in self.samples:
+            while self.samples[j][0] < t - window:
+                j += 1
+            if total - self.samples[j][1] >= need:
+                return t
+        return None
+
+    def onset_at(self) -> float | None:
+        first = self.samples[0][1] if self.samples else 0
+        for t, total in self.samples:
+            if total > first:
+                return t
+        return None
+
+
+def bench_psi_reaction(bench: Bench, trials: int, stop_above: float, window: float) -> dict:
+    result: dict = {"reaction_ms_psi_trigger_median": None, "psi_notes": []}
+    if not psi_trigger_available():
+        result["psi_notes"].append("cannot register a PSI trigger on /proc/pressure/memory")
+        return result
+    daemon, events, control = bench.daemon(
+        "psi", "--stop-above", str(stop_above), "--window", str(window), "--hold", "1", "--resume-headroom", "0"
+    )
+    reactions, onsets = [], []
+    for trial in range(trials):
+        available_mb = mem_kb("MemAvailable") // 1024
+        swap_mb = mem_kb("SwapFree") // 1024
+        budget = available_mb + max(128, swap_mb // 4)
+        sampler = StallSampler()
+        sampler.start()
+        hog = bench.spawn(HOG_CODE, "16", str(budget), "0.025")
+        stop = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and hog.poll() is None:
+            stop = next((e for e in read_events(str(events)) if e["event"] == "stop" and hog.pid in e.get("pids", [])), None)
+            if stop:
+                break
+            time.sleep(0.05)
+        sampler.stop_flag.set()
+        sampler.join()
+        hog.send_signal(signal.SIGKILL)
+        hog.wait()
+        if stop is None:
+            result["psi_notes"].append(f"trial {trial}: hog {'died' if hog.returncode else 'was not stopped'} (no stop event)")
+            continue
+        crossed = sampler.threshold_crossed_at(stop_above, window)
+        onset = sampler.onset_at()
+        if crossed is not None:
+            reactions.append((stop["t"] - crossed) * 1000)
+        if onset is not None:
+            onsets.append((stop["t"] - onset) * 1000)
+        wait_calm(control, 90)
+    bench.stop_daemon(daemon)
+    if reactions:
+        result["reaction_ms_psi_trigger_median"] = round(statistics.median(reactions), 1)
+        result["reaction_ms_psi_trigger_p95"] = round(percentile(reactions, 95), 1)
+    if onsets:
+        result["psi_stall_onset_to_stop_ms_median"] = round(statistics.median(onsets), 1)
+    result["psi_trials_ok"] = len(reactions)
+    return result
+
+
+def fmt_cpu(ticks: float | None, exact: float | None) -> str:
+    if ticks is None:
+        return "n/a (no PSI trigger)"
+    text = f"{ticks:.3f} % (utime+stime)"
+    return text + (f", {exact:.3f} % (schedstat)" if exact is not None else "")
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=10, help="file-mode reaction trials (default 10)")
+    parser.add_argument("--step", type=float, default=60.0, help="stall %% the fake PSI file steps to (default 60)")
+    parser.add_argument("--avg-model", choices=["kernel", "steady"], default=AVG_KERNEL, help="avg10 of the fake file")
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--psi", action="store_true", help="also measure the reaction to real memory pressure (guest only)")
+    parser.add_argument("--psi-trials", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-intermediate-") as tmp:
+        bench = Bench(Path(tmp))
+        try:
+            result = bench_file(bench, args.trials, args.step, args.idle_seconds, args.avg_model)
+            psi_idle, psi_idle_exact = bench_psi_idle(bench, args.idle_seconds)
+            # The guest runs the daemon on PSI triggers: that is the idle cost that matters.
+            # Where no trigger can be registered, report the file mode instead.
+            result["idle_cpu_mode"] = "psi-trigger" if psi_idle is not None else "file"
+            result["idle_cpu_percent"] = psi_idle if psi_idle is not None else result["idle_cpu_percent_file_mode"]
+            result["idle_cpu_percent_psi_mode"] = psi_idle
+            result["idle_cpu_percent_psi_mode_schedstat"] = psi_idle_exact
+            if args.psi:
+                result.update(bench_psi_reaction(bench, args.psi_trials, 20.0, 1.0))
+        finally:
+            bench.cleanup()
+
+    reactions = result.pop("reaction_ms")
+    rows = [
+        ("file mode: step to", f"{args.step:g} % stall (avg10 model: {args.avg_model}), window 1 s, stop-above 20"),
+        ("file mode: trials", str(len(reactions))),
+        ("file mode: reaction median", f"{result['reaction_ms_file_median']:.1f} ms"),
+        ("file mode: reaction p95", f"{result['reaction_ms_file_p95']:.1f} ms"),
+        ("file mode: reaction min/max", f"{min(reactions):.1f} / {max(reactions):.1f} ms"),
+        ("idle CPU, file mode (~11 reads/s idle)", fmt_cpu(result["idle_cpu_percent_file_mode"], result["idle_cpu_percent_file_mode_schedstat"])),
+        ("idle CPU, PSI-trigger mode (guest mode)", fmt_cpu(result["idle_cpu_percent_psi_mode"], result["idle_cpu_percent_psi_mode_schedstat"])),
+    ]
+    if args.psi:
+        value = result.get("reaction_ms_psi_trigger_median")
+        rows.append(("PSI mode: reaction median (real stall)", "n/a" if value is None else f"{value:.1f} ms"))
+        for note in result.get("psi_notes", []):
+            rows.append(("PSI mode: note", note))
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    if not args.psi:
+        result.pop("psi_notes", None)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

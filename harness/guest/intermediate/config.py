@@ -1,0 +1,93 @@
+"""Configuration of the Intermediate daemon: plain dataclasses and enums, no parsing here."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+DEFAULT_STATE_DIR = "/run/balloon-harness/intermediate"
+PSI_MEMORY_PATH = "/proc/pressure/memory"
+
+# The harness prefixes its own SSH commands with this environment variable; such
+# processes (and whatever they start, since the environment is inherited) are never stopped.
+CONTROL_ENV_MARKER = "BALLOON_HARNESS_CONTROL=1"
+
+
+class FreezeMethod(enum.Enum):
+    SIGNAL = "signal"
+    CGROUP = "cgroup"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Pressure thresholds in percent of stalled time, and the hysteresis hold."""
+
+    stop_above: float = 20.0
+    resume_below: float = 5.0
+    hold: float = 2.0
+
+    def validate(self) -> None:
+        if not 0 < self.stop_above <= 100:
+            raise ValueError(f"--stop-above must be in (0, 100], got {self.stop_above}")
+        if not 0 <= self.resume_below < self.stop_above:
+            raise ValueError(
+                f"--resume-below must be >= 0 and below --stop-above ({self.stop_above}), "
+                f"got {self.resume_below}"
+            )
+        if self.hold < 0:
+            raise ValueError(f"--hold must be >= 0, got {self.hold}")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which processes are protected, which are never stopped, and where the daemon may look."""
+
+    protect_pids: tuple[int, ...] = ()
+    protect_cgroups: tuple[str, ...] = ()
+    protect_comms: tuple[str, ...] = ()
+    never_stop_comms: tuple[str, ...] = ()
+    never_stop_cgroups: tuple[str, ...] = ()
+    scope_pid: int | None = None
+    scope_cgroup: str | None = None
+
+    @property
+    def scoped(self) -> bool:
+        return self.scope_pid is not None or self.scope_cgroup is not None
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    selection: Selection = field(default_factory=Selection)
+    # None: register PSI triggers on /proc/pressure/memory; a path: poll that file instead.
+    pressure_file: str | None = None
+    psi_path: str = PSI_MEMORY_PATH
+    # Length of the "fast" signal window (the PSI trigger window, or the span over which the
+    # stall rate is computed from `total` deltas in file mode).
+    window: float = 1.0
+    file_poll_interval: float = 0.05
+    stop_interval: float = 1.0
+    resume_headroom: float = 1.0
+    max_stopped: float | None = None
+    method: FreezeMethod = FreezeMethod.SIGNAL
+    state_dir: str = DEFAULT_STATE_DIR
+    events_path: str | None = None
+    control_path: str | None = None
+    dry_run: bool = False
+    # How often stopped processes are re-checked (gone? reclassified?) while nothing is decided.
+    rescan_interval: float = 2.0
+    mlock: bool = False
+    watchdog: bool = True
+
+    def validate(self) -> None:
+        self.thresholds.validate()
+        if not 0.5 <= self.window <= 10.0:
+            raise ValueError(f"--window must be between 0.5 and 10 seconds, got {self.window}")
+        if not 0 < self.file_poll_interval <= 0.1:
+            raise ValueError("the pressure file must be polled at least 10 times a second")
+        if self.stop_interval <= 0:
+            raise ValueError(f"--stop-interval must be > 0, got {self.stop_interval}")
+        if self.resume_headroom < 0:
+            raise ValueError(f"--resume-headroom must be >= 0, got {self.resume_headroom}")
+        if self.max_stopped is not None and self.max_stopped <= 0:
+            raise ValueError(f"--max-stopped must be > 0, got {self.max_stopped}")

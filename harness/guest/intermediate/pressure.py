@@ -1,0 +1,291 @@
+"""Memory pressure: PSI parsing, the fast/slow signals, the HIGH/CALM rule and two sources.
+
+Why two signals: `some avg10` is an exponentially decaying 10 s average and lags badly (about
+7 s to climb from 0 to 20 % under 40 % stall, about 20 s to decay from 40 % to 5 %).  The *fast*
+signal is the stall percentage over the last `window` seconds, computed from the cumulative
+`total` (µs) counter; in PSI mode a kernel trigger additionally wakes us the moment the stall in
+its window crosses the threshold, so we do not have to poll to notice it.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import errno
+import logging
+import os
+import select
+import time
+from dataclasses import dataclass
+
+from .config import Thresholds
+
+log = logging.getLogger(__name__)
+
+PSI_WINDOW_MIN = 0.5
+PSI_WINDOW_MAX = 10.0
+# Without CAP_SYS_RESOURCE the kernel (>= 6.5) only accepts windows that are multiples of 2 s.
+PSI_UNPRIVILEGED_WINDOW_STEP = 2.0
+
+
+@dataclass(frozen=True)
+class PsiLine:
+    avg10: float
+    avg60: float
+    avg300: float
+    total: int  # cumulative stall time in microseconds
+
+
+@dataclass(frozen=True)
+class PsiSnapshot:
+    some: PsiLine
+    full: PsiLine | None
+
+
+def parse_psi(text: str) -> PsiSnapshot:
+    """Parse the /proc/pressure/<resource> format; raise ValueError if it is not that."""
+    lines: dict[str, PsiLine] = {}
+    for raw in text.splitlines():
+        parts = raw.split()
+        if not parts:
+            continue
+        kind, fields = parts[0], {}
+        for part in parts[1:]:
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise ValueError(f"malformed PSI field {part!r}")
+            fields[key] = value
+        try:
+            lines[kind] = PsiLine(
+                avg10=float(fields["avg10"]),
+                avg60=float(fields["avg60"]),
+                avg300=float(fields["avg300"]),
+                total=int(fields["total"]),
+            )
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"malformed PSI line {raw!r}") from exc
+    if "some" not in lines:
+        raise ValueError("PSI text has no 'some' line")
+    return PsiSnapshot(some=lines["some"], full=lines.get("full"))
+
+
+@dataclass(frozen=True)
+class PressureReading:
+    t: float  # time.monotonic() of the reading
+    some_avg10: float
+    some_fast: float
+    full_avg10: float
+
+    def as_event(self) -> dict[str, float]:
+        return {
+            "some_avg10": round(self.some_avg10, 2),
+            "some_fast": round(self.some_fast, 2),
+            "full_avg10": round(self.full_avg10, 2),
+        }
+
+
+IDLE_READING = PressureReading(t=0.0, some_avg10=0.0, some_fast=0.0, full_avg10=0.0)
+
+
+class PressureLevel(enum.Enum):
+    HIGH = "high"
+    BETWEEN = "between"
+    CALM = "calm"
+
+
+def pressure_level(reading: PressureReading, thresholds: Thresholds) -> PressureLevel:
+    """The decision rule (documented in README.md).
+
+    HIGH:  fast >= stop_above, or avg10 >= stop_above while fast >= resume_below
+           (a high avg10 with nothing stalling right now is only the average's lag).
+    CALM:  fast < resume_below and avg10 < resume_below.
+    Anything else is BETWEEN: neither stop more nor resume (hysteresis).
+    """
+    fast, slow = reading.some_fast, reading.some_avg10
+    if fast >= thresholds.stop_above or (
+        slow >= thresholds.stop_above and fast >= thresholds.resume_below
+    ):
+        return PressureLevel.HIGH
+    if fast < thresholds.resume_below and slow < thresholds.resume_below:
+        return PressureLevel.CALM
+    return PressureLevel.BETWEEN
+
+
+class StallRate:
+    """Stall percentage over a trailing window, from samples of the cumulative `total` (µs)."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()
+
+    def add(self, t: float, total_us: int) -> float:
+        if self._samples and total_us < self._samples[-1][1]:
+            # The counter went backwards (file replaced by a new writer): start over.
+            self._samples.clear()
+        self._samples.append((t, total_us))
+        # Keep exactly one sample at or before the window start as the reference point.
+        while len(self._samples) >= 2 and self._samples[1][0] <= t - self.window:
+            self._samples.popleft()
+        ref_t, ref_total = self._samples[0]
+        if t - ref_t <= 0:
+            return 0.0
+        percent = (total_us - ref_total) / ((t - ref_t) * 1e6) * 100.0
+        return max(0.0, min(100.0, percent))
+
+
+def read_small_file(path: str) -> str:
+    """open/read/close without Python's buffered text layer: this runs up to 20 times a second
+    for the daemon's whole life, and the plain syscalls are several times cheaper."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096).decode("ascii")
+    finally:
+        os.close(fd)
+
+
+class PressureSource:
+    """Interface the daemon loop uses; see FilePressureSource and PsiTriggerSource."""
+
+    # Longest sleep while nothing is happening, and the tick while deciding.
+    idle_interval: float = 1.0
+    busy_interval: float = 0.1
+
+    def fileno(self) -> int | None:
+        """An fd to poll() for POLLPRI (the PSI trigger), or None."""
+        return None
+
+    def on_ready(self, revents: int) -> None:
+        """Called when fileno() was reported ready by poll()."""
+
+    def read(self) -> PressureReading:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, object]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class FilePressureSource(PressureSource):
+    """Polls a plain file in /proc/pressure/memory format (a file cannot take triggers)."""
+
+    def __init__(self, path: str, window: float, poll_interval: float = 0.05, idle_poll_interval: float = 0.09) -> None:
+        self.path = path
+        self.window = window
+        # While nothing happens ~11 reads a second (the minimum is 10) halve the idle cost; once
+        # anything is stopped, 20 reads a second keep the hold and stop timing precise.
+        self.idle_interval = max(poll_interval, idle_poll_interval)
+        self.busy_interval = poll_interval
+        self._rate = StallRate(window)
+        self._last = IDLE_READING
+        self._warned = False
+        # Fail early with a clear message if the file is missing or not PSI text.
+        parse_psi(read_small_file(path))
+
+    def read(self) -> PressureReading:
+        now = time.monotonic()
+        try:
+            snap = parse_psi(read_small_file(self.path))
+        except (OSError, ValueError) as exc:
+            if not self._warned:
+                log.warning("cannot read pressure file %s (%s); keeping last reading", self.path, exc)
+                self._warned = True
+            return self._last
+        self._warned = False
+        fast = self._rate.add(now, snap.some.total)
+        self._last = PressureReading(
+            t=now,
+            some_avg10=snap.some.avg10,
+            some_fast=fast,
+            full_avg10=snap.full.avg10 if snap.full else 0.0,
+        )
+        return self._last
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "file", "path": self.path, "window": self.window}
+
+
+def register_psi_trigger(path: str, stop_above: float, window: float) -> tuple[int, float]:
+    """Open `path` and register a `some` trigger of stop_above % over `window` seconds.
+
+    Returns (fd, effective window).  Without CAP_SYS_RESOURCE the kernel accepts only windows
+    that are multiples of 2 s; then we round the window up rather than give up on triggers.
+    """
+    if not PSI_WINDOW_MIN <= window <= PSI_WINDOW_MAX:
+        raise ValueError(f"PSI trigger window must be within 0.5..10 s, got {window}")
+    candidates = [window]
+    step = PSI_UNPRIVILEGED_WINDOW_STEP
+    rounded = min(PSI_WINDOW_MAX, step * -(-window // step))
+    if rounded != window:
+        candidates.append(rounded)
+    last_error: OSError | None = None
+    for win in candidates:
+        window_us = int(win * 1e6)
+        stall_us = max(1, int(window_us * stop_above / 100.0))
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            os.write(fd, f"some {stall_us} {window_us}\0".encode("ascii"))
+        except OSError as exc:
+            os.close(fd)
+            last_error = exc
+            if exc.errno != errno.EINVAL:
+                break
+            continue
+        if win != window:
+            log.warning(
+                "PSI trigger window %.1fs refused (no CAP_SYS_RESOURCE?); using %.1fs", window, win
+            )
+        return fd, win
+    assert last_error is not None
+    raise last_error
+
+
+class PsiTriggerSource(PressureSource):
+    """Kernel PSI trigger for the fast signal, plus reading avg10/total to follow the averages."""
+
+    idle_interval = 1.0  # follow avg10 about once a second while nothing happens
+    busy_interval = 0.1
+
+    def __init__(self, path: str, stop_above: float, window: float) -> None:
+        self.path = path
+        self.stop_above = stop_above
+        self.fd, self.window = register_psi_trigger(path, stop_above, window)
+        self._rate = StallRate(self.window)
+        self._fired_at: float | None = None
+        self._broken = False
+        self.fired_count = 0
+
+    def fileno(self) -> int | None:
+        return None if self._broken else self.fd
+
+    def on_ready(self, revents: int) -> None:
+        if revents & select.POLLPRI:
+            self._fired_at = time.monotonic()
+            self.fired_count += 1
+        if revents & (select.POLLERR | select.POLLNVAL | select.POLLHUP):
+            # The trigger is gone (e.g. its cgroup was removed): keep following the averages.
+            log.error("PSI trigger on %s reported an error; polling the averages only", self.path)
+            self._broken = True
+
+    def read(self) -> PressureReading:
+        now = time.monotonic()
+        snap = parse_psi(read_small_file(self.path))
+        fast = self._rate.add(now, snap.some.total)
+        if self._fired_at is not None and now - self._fired_at < self.window:
+            # The kernel saw at least stop_above % stall within its window.
+            fast = max(fast, self.stop_above)
+        return PressureReading(
+            t=now,
+            some_avg10=snap.some.avg10,
+            some_fast=fast,
+            full_avg10=snap.full.avg10 if snap.full else 0.0,
+        )
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "psi-trigger", "path": self.path, "window": self.window}
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

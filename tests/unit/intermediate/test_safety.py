@@ -1,0 +1,214 @@
+"""Safety: nothing stays stopped -- SIGTERM, SIGKILL (watchdog), crashed predecessors, recycled
+pids, the resume-all subcommand -- and clear errors for bad options."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import REPO_ROOT, is_stopped, marked_env, starttime, stays, wait_for
+
+from harness.guest.intermediate.config import FreezeMethod
+from harness.guest.intermediate.state import StateStore, StoppedRecord
+from harness.guest.intermediate.units import Member, StopUnit, UnitKind
+
+
+def run_cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.guest.intermediate", *args],
+        env=marked_env({"BALLOON_HARNESS_CONTROL": "1"}),
+        cwd=str(REPO_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def record_for(pid: int, start: int, comm: str = "x") -> StoppedRecord:
+    return StoppedRecord(
+        unit=StopUnit(
+            kind=UnitKind.PROCESS,
+            key=f"pid:{pid}",
+            members=(Member(pid=pid, starttime=start, comm=comm),),
+            method=FreezeMethod.SIGNAL,
+        ),
+        since=time.time(),
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_resume_everything(spawn, start_daemon, psi, signum):
+    a = spawn("terma", rss_mb=10)
+    b = spawn("termb")
+    daemon = start_daemon()
+    psi.set(60)
+    wait_for(lambda: is_stopped(a.pid) and is_stopped(b.pid), 4, what="both stopped")
+    daemon.popen.send_signal(signum)
+    assert daemon.popen.wait(timeout=5) == 0
+    assert not is_stopped(a.pid) and not is_stopped(b.pid)
+    assert a.makes_progress() and b.makes_progress()
+    exit_event = daemon.events()[-1]
+    assert exit_event["event"] == "exit" and exit_event["reason"] == f"signal:{signal.Signals(signum).name}"
+    assert {e["reason"] for e in daemon.events("resume")} == {"exit"}
+    assert StateStore(str(daemon.state_dir)).load() == []
+
+
+def test_watchdog_resumes_within_a_second_after_sigkill(spawn, start_daemon, psi):
+    victim = spawn("wdvictim")
+    daemon = start_daemon()
+    watchdog = daemon.watchdog_pid()
+    psi.set(60)
+    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+    killed_at = time.monotonic()
+    daemon.popen.send_signal(signal.SIGKILL)
+    wait_for(lambda: not is_stopped(victim.pid), 3, interval=0.005, what="watchdog resume")
+    latency = time.monotonic() - killed_at
+    print(f"watchdog resume latency: {latency * 1000:.0f} ms")
+    assert latency < 1.0, f"watchdog took {latency:.3f}s"
+    assert victim.makes_progress()
+    resumed = daemon.wait_event("resume", lambda e: e["reason"] == "watchdog", timeout=2)
+    assert resumed["pid"] == victim.pid
+    wait_for(lambda: not os.path.exists(f"/proc/{watchdog}") or open(f"/proc/{watchdog}/stat").read().split()[2] in "ZX",
+             3, what="watchdog exit")
+
+
+@pytest.mark.parametrize("via", ["new-daemon", "resume-all"])
+def test_leftovers_of_a_crashed_daemon_are_resumed(spawn, start_daemon, psi, workdir, via):
+    victim = spawn("leftover")
+    state_dir = workdir / "shared-state"
+    crashed = start_daemon(state_dir=state_dir)
+    watchdog = crashed.watchdog_pid()
+    psi.set(60)
+    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+    # A real crash of both: the watchdog first, then the daemon.
+    os.kill(watchdog, signal.SIGKILL)
+    crashed.popen.send_signal(signal.SIGKILL)
+    crashed.popen.wait(timeout=5)
+    psi.set(0)
+    time.sleep(0.3)
+    assert is_stopped(victim.pid), "nobody resumed it: a real leftover"
+    assert [r.unit.pids for r in StateStore(str(state_dir)).load()] == [[victim.pid]]
+
+    if via == "new-daemon":
+        successor = start_daemon(state_dir=state_dir)
+        start = successor.wait_event("start")
+        assert start["recovered"] == [victim.pid]
+        assert successor.events("resume")[0]["reason"] == "recovered"
+    else:  # what the systemd unit's ExecStopPost runs after `systemctl kill -s KILL`
+        out = run_cli("resume-all", "--state-dir", str(state_dir))
+        assert out.returncode == 0 and json.loads(out.stdout)["resumed"] == [victim.pid]
+    assert not is_stopped(victim.pid) and victim.makes_progress()
+    assert StateStore(str(state_dir)).load() == []
+
+
+@pytest.mark.parametrize("via", ["resume-all", "daemon-start"])
+def test_recycled_pid_is_never_signalled(spawn, start_daemon, workdir, via):
+    # `innocent` holds a pid the state file lists, but with another start time: it is another
+    # process now.  It was stopped by someone else (the test) and must stay exactly as it is.
+    innocent = spawn("innocent", signal_log=True)
+    ours = spawn("ours", signal_log=True)
+    os.kill(innocent.pid, signal.SIGSTOP)
+    os.kill(ours.pid, signal.SIGSTOP)
+    wait_for(lambda: is_stopped(innocent.pid) and is_stopped(ours.pid), 2, what="stopped by the test")
+    state_dir = workdir / "state-recycled"
+    store = StateStore(str(state_dir))
+    store.save([record_for(innocent.pid, starttime(innocent.pid) + 12345, "innocent"), record_for(ours.pid, starttime(ours.pid), "ours")])
+
+    if via == "resume-all":
+        out = run_cli("resume-all", "--state-dir", str(state_dir))
+        assert out.returncode == 0, out.stderr
+        summary = json.loads(out.stdout)
+        assert summary["resumed"] == [ours.pid] and summary["recycled"] == [innocent.pid]
+    else:
+        daemon = start_daemon(state_dir=state_dir)
+        assert daemon.wait_event("start")["recovered"] == [ours.pid]
+        assert daemon.wait_event("skip", lambda e: e["reason"] == "pid-recycled")["pid"] == innocent.pid
+
+    wait_for(lambda: not is_stopped(ours.pid), 2, what="ours resumed")
+    wait_for(lambda: ours.signal_log.exists(), 2, what="ours got SIGCONT")
+    stays(lambda: is_stopped(innocent.pid), 0.3, what="innocent untouched")
+    assert not innocent.signal_log.exists(), "the recycled pid received a signal"
+    assert StateStore(str(state_dir)).load() == []
+
+
+def test_resume_all_without_state_dir_is_harmless(workdir):
+    out = run_cli("resume-all", "--state-dir", str(workdir / "never-created"))
+    assert out.returncode == 0 and json.loads(out.stdout)["resumed"] == []
+
+
+def test_gone_pids_are_dropped_quietly(workdir):
+    # A pid that no longer exists (a short-lived process we reaped ourselves).
+    proc = subprocess.Popen(["/bin/true"])
+    proc.wait()
+    store = StateStore(str(workdir / "state-gone"))
+    store.save([record_for(proc.pid, 1)])
+    out = run_cli("resume-all", "--state-dir", str(workdir / "state-gone"))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["gone"] == [proc.pid]
+    assert "Traceback" not in out.stderr
+
+
+def test_one_daemon_per_state_dir(start_daemon, workdir):
+    state_dir = workdir / "locked"
+    start_daemon(state_dir=state_dir)
+    second = start_daemon(state_dir=state_dir, wait=False)
+    assert second.popen.wait(timeout=20) == 2
+    log = second.log().strip().splitlines()
+    assert len(log) == 1 and "in use by another daemon" in log[0]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--stop-above", "150"], "--stop-above"),
+        (["--stop-above", "10", "--resume-below", "20"], "--resume-below"),
+        (["--hold", "abc"], "--hold"),
+        (["--method", "magic"], "--method"),
+        (["--window", "0.1"], "--window"),
+        (["--scope-pid", "0"], "--scope-pid"),
+        (["--scope-pid", "999999999"], "no such process"),
+        (["--pressure-file", "/nonexistent/psi"], "--pressure-file"),
+        (["--frobnicate"], "unrecognized"),
+    ],
+)
+def test_bad_options_give_one_line_errors(args, message, workdir):
+    out = run_cli("run", "--state-dir", str(workdir / "st"), *args)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert message in lines[0] and "Traceback" not in out.stderr
+
+
+def test_bad_pressure_file_content(workdir):
+    bad = workdir / "bad-psi"
+    bad.write_text("this is not psi\n")
+    out = run_cli("run", "--state-dir", str(workdir / "st"), "--pressure-file", str(bad), "--scope-pid", str(os.getpid()))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "PSI format" in out.stderr
+
+
+def test_status_without_daemon_is_a_clear_error(workdir):
+    out = run_cli("status", "--control", str(workdir / "nobody.sock"))
+    assert out.returncode == 1 and "cannot connect" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_dead_watchdog_is_replaced(spawn, start_daemon, psi):
+    victim = spawn("wdrespawn")
+    daemon = start_daemon()
+    first = daemon.watchdog_pid()
+    os.kill(first, signal.SIGKILL)
+    second = wait_for(lambda: (daemon.status()["watchdog_pid"] or first) != first and daemon.status()["watchdog_pid"], 5,
+                      what="a new watchdog")
+    assert "watchdog exited" in daemon.log()
+    psi.set(60)
+    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+    time.sleep(0.5)  # let the new watchdog finish starting (it copes either way)
+    daemon.popen.send_signal(signal.SIGKILL)
+    wait_for(lambda: not is_stopped(victim.pid), 2, what="the replacement watchdog resumed it")
+    assert daemon.wait_event("resume", lambda e: e["reason"] == "watchdog")["pid"] == victim.pid
+    assert second != first
