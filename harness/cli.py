@@ -104,10 +104,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return main_bench(_options(args), args.repeats)
 
 
-def _scenario_factory(args: argparse.Namespace, scenario):
+def _scenario_factory(args: argparse.Namespace):
     from harness.session import HarnessSession
-    options = _options(args)
-    session = HarnessSession.open(options, progress=console.log)
+    session = HarnessSession.open(_options(args), progress=console.log)
     return session, session.factory()
 
 
@@ -121,15 +120,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from harness.scenario.model import find_scenario, load_scenario
-    from harness.scenario.report import comparison_table
     from harness.scenario.runner import new_run_folder, run_scenario
     scenario = load_scenario(find_scenario(args.scenario))
-    session, factory = _scenario_factory(args, scenario)
+    session, factory = _scenario_factory(args)
     folder = new_run_folder(Path(args.runs), scenario)
     intermediate = {"on": True, "off": False, "scenario": None}[args.intermediate]
-    with console.status(f"running {scenario.name}") as status:
-        result = run_scenario(scenario, factory, folder, intermediate=intermediate,
-                              progress=lambda m: (status.update(m), console.log(m)))
+    try:
+        with console.status(f"running {scenario.name}") as status:
+            result = run_scenario(scenario, factory, folder, intermediate=intermediate,
+                                  progress=lambda m: (status.update(m), console.log(m)))
+    finally:
+        factory.close()
     console.print(f"run folder: {result.folder}\nplot: {result.summary['plot']}")
     _print_run(result)
     return 0 if result.passed else 1
@@ -142,13 +143,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from harness.scenario.report import comparison_table, verdict
     from harness.scenario.runner import compare_scenario, new_run_folder
     scenario = load_scenario(find_scenario(args.scenario))
-    session, factory = _scenario_factory(args, scenario)
+    session, factory = _scenario_factory(args)
     folder = new_run_folder(Path(args.runs), scenario)
     console.print(f"[bold]{scenario.name}[/]: {scenario.description}\n"
                   f"accelerator {session.accel.value}; each run boots its own guest; run folder {folder}")
-    with console.status(f"comparing {scenario.name}") as status:
-        off, on = compare_scenario(scenario, factory, folder,
-                                   progress=lambda m: (status.update(m), console.log(m)))
+    try:
+        with console.status(f"comparing {scenario.name}") as status:
+            off, on = compare_scenario(scenario, factory, folder,
+                                       progress=lambda m: (status.update(m), console.log(m)))
+    finally:
+        factory.close()
     console.print(comparison_table(off.summary, on.summary))
     console.print(verdict(off.summary, on.summary))
     console.print(f"plots: {off.summary['plot']}\n       {on.summary['plot']}\nsummary: {folder / 'summary.json'}")

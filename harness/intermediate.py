@@ -12,9 +12,10 @@ from harness.machine.base import Machine
 
 UNIT = "balloon-intermediate.service"
 ENV_FILE = "/etc/balloon-harness/intermediate.env"
-EVENTS = f"{GUEST_DATA}/intermediate-events.jsonl"
-STATE_DIR = f"{GUEST_DATA}/intermediate-state"
-CONTROL = "/run/balloon-intermediate.sock"
+# The unit's own paths (guest_images/files/balloon-intermediate.service).
+EVENTS = "/var/log/balloon-harness/intermediate-events.jsonl"
+STATE_DIR = "/run/balloon-harness/intermediate"
+CONTROL = "/run/balloon-harness/intermediate.sock"
 
 
 @dataclass(frozen=True)
@@ -27,22 +28,31 @@ class IntermediateOptions:
     method: str = "signal"
     protect_cgroups: tuple[str, ...] = ()
     protect_comms: tuple[str, ...] = ()
-    never_stop: tuple[str, ...] = ()
+    #: sftp-server runs under sshd for the harness's file transfers.
+    never_stop: tuple[str, ...] = ("sftp-server",)
+    #: Where SSH sessions live (lean boot: bh-sshd.service; stock: ssh.service; with logind:
+    #: root's session scopes). Processes the harness runs over SSH without detaching them are
+    #: its own short control commands; on images whose sshd does not set the marker
+    #: (SetEnv in the built image) the cgroup tells.
+    never_stop_cgroups: tuple[str, ...] = ("/system.slice/bh-sshd.service", "/system.slice/ssh.service",
+                                           "/user.slice/user-0.slice")
     max_stopped_s: float | None = None
     resume_headroom: float | None = None
     dry_run: bool = False
     extra: tuple[str, ...] = field(default_factory=tuple)
 
     def argv(self) -> list[str]:
+        # --events, --control, --state-dir and --mlock come from the unit itself.
         args = ["--stop-above", str(self.stop_above), "--resume-below", str(self.resume_below),
-                "--hold", str(self.hold_s), "--method", self.method,
-                "--events", EVENTS, "--state-dir", STATE_DIR, "--control", CONTROL, "--mlock"]
+                "--hold", str(self.hold_s), "--method", self.method]
         for cgroup in self.protect_cgroups:
             args += ["--protect-cgroup", cgroup]
         for comm in self.protect_comms:
             args += ["--protect-comm", comm]
         for comm in self.never_stop:
             args += ["--never-stop", comm]
+        for cgroup in self.never_stop_cgroups:
+            args += ["--never-stop-cgroup", cgroup]
         if self.max_stopped_s is not None:
             args += ["--max-stopped", str(self.max_stopped_s)]
         if self.resume_headroom is not None:
@@ -55,7 +65,9 @@ class IntermediateOptions:
 def start_intermediate(machine: Machine, options: IntermediateOptions) -> None:
     install_guest_code(machine)
     env = f"INTERMEDIATE_ARGS={shlex.join(options.argv())}\n"
-    machine.ssh.run(f"mkdir -p /etc/balloon-harness {GUEST_DATA} && rm -rf {EVENTS} {STATE_DIR}")
+    # A fresh event log per start; the state dir is left alone: if a previous daemon
+    # crashed, the new one resumes what it lists before anything else.
+    machine.ssh.run(f"mkdir -p /etc/balloon-harness {GUEST_DATA} && rm -f {EVENTS}")
     machine.ssh.write_text(ENV_FILE, env)
     machine.ssh.run(f"systemctl reset-failed {UNIT} 2>/dev/null; systemctl start {UNIT}")
     # Started means its control socket answers, not that systemd forked it.

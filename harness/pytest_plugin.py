@@ -7,6 +7,8 @@ Fixture layers, Firecracker-style:
     vm_factory (function)  makes machines, owns their cleanup, saves artifacts on failure
     vm (function)          one ready machine for the common case
     shared_vm (session)    one ready machine shared by tests that only read from it
+    balloon (function)     the `vm`'s balloon controller
+    run_scenario (function) runs an overcommit scenario on this test's guests
 
 Artifacts of a failed test (serial log, command line, QMP traffic, QEMU output, guest dmesg
 and journal) land in <--vm-artifacts>/<test id>/<vm>/.
@@ -16,17 +18,22 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from harness.balloon import BalloonController
 from harness.config import Backend
 from harness.errors import HarnessError
 from harness.machine.base import Machine
 from harness.machine.factory import MachineFactory
 from harness.reaper import kill_pids, qemu_processes_under
 from harness.runtime import peek_run
+from harness.scenario.model import Scenario, find_scenario, load_scenario
+from harness.scenario.runner import RunResult
+from harness.scenario.runner import run_scenario as run_scenario_once
 from harness.session import HarnessOptions, HarnessSession, artifacts_root, env_default
 
 log = logging.getLogger(__name__)
@@ -139,6 +146,34 @@ def shared_vm(request: pytest.FixtureRequest, vm_session: HarnessSession) -> Ite
         failed = request.session.testsfailed > 0
         keep = request.config.getoption("--vm-keep") or failed
         factory.close(_artifact_dir(request.config, "session-shared_vm") if keep else None)
+
+
+@pytest.fixture
+def balloon(vm: Machine) -> BalloonController:
+    """The `vm`'s balloon: validated targets, waits on `actual`, ramps."""
+    return BalloonController(vm.balloon)
+
+
+@pytest.fixture
+def run_scenario(request: pytest.FixtureRequest, vm_factory: MachineFactory, tmp_path: Path):
+    """Run a scenario (a shipped name, a .toml path or a Scenario) on a guest of this test:
+    `result = run_scenario("short-overcommit", intermediate=True)`; `result.passed` says
+    whether its [expect] held. Run folders are kept with the artifacts of a failed test."""
+    folders: list[Path] = []
+
+    def run(scenario: str | Path | Scenario, *, intermediate: bool | None = None) -> RunResult:
+        if not isinstance(scenario, Scenario):
+            scenario = load_scenario(find_scenario(str(scenario)))
+        folder = tmp_path / "runs" / f"{scenario.name}-{len(folders) + 1}"
+        folders.append(folder)
+        return run_scenario_once(scenario, vm_factory, folder, intermediate=intermediate)
+
+    yield run
+    if folders and (request.config.getoption("--vm-keep") or _test_failed(request.node)):
+        dest = _artifact_dir(request.config, request.node.nodeid) / "runs"
+        for folder in folders:
+            if folder.exists():
+                shutil.copytree(folder, dest / folder.name, dirs_exist_ok=True)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -12,7 +12,9 @@ from harness.errors import ConfigError
 from harness.guestcode import GUEST_DATA, WORKLOADS
 from harness.machine.base import Machine
 
-SLICE = "bh-workloads.slice"
+# No dash in the slice name: systemd reads dashes in slice names as nesting (a-b.slice
+# lives in a.slice), and the cgroup path below must be exact.
+SLICE = "bhworkloads.slice"
 
 
 class WorkloadKind(enum.Enum):
@@ -90,7 +92,7 @@ class WorkloadStatus:
 
 
 def start_workload(machine: Machine, spec: WorkloadSpec) -> None:
-    """Detached: a transient service with its own cgroup under bh-workloads.slice. systemd-run
+    """Detached: a transient service with its own cgroup under bhworkloads.slice. systemd-run
     does not pass the caller's environment, so the workload does not inherit the harness's
     never-stop marker: it is an ordinary process to the Intermediate daemon."""
     cmd = ["systemd-run", f"--unit={spec.unit}", f"--slice={SLICE}", "--quiet",

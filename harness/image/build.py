@@ -59,9 +59,29 @@ def ensure_built_image(recipe: Recipe | None = None, cache: ImageCache | None = 
         if not force and (image := load_built(recipe, cache)):
             return image  # another worker built it while we waited
         _build(recipe, cache, progress)
+        prune(recipe, cache)
     image = load_built(recipe, cache)
     assert image is not None
     return image
+
+
+def prune(recipe: Recipe, cache: ImageCache, keep: int = 2) -> list[Path]:
+    """Keep the `keep` newest builds of this recipe (another checkout may still use the
+    previous one); drop older builds and the saved guest states made from them."""
+    builds = sorted((p for p in cache.images.glob(f"{recipe.name}-*") if (p / MANIFEST).exists()
+                     and p.name[len(recipe.name) + 1:].isalnum()),
+                    key=lambda p: (p / MANIFEST).stat().st_mtime, reverse=True)
+    removed = builds[keep:]
+    for folder in removed:
+        shutil.rmtree(folder, ignore_errors=True)
+    for snapshot in cache.snapshots.iterdir():
+        try:
+            base = Path(json.loads((snapshot / "meta.json").read_text())["base_image"])
+        except (OSError, ValueError, KeyError):
+            continue
+        if not base.exists():
+            shutil.rmtree(snapshot, ignore_errors=True)
+    return removed
 
 
 def _build(recipe: Recipe, cache: ImageCache, progress: Progress) -> None:

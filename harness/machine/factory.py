@@ -92,18 +92,23 @@ class MachineFactory:
             template.kill()
             shutil.rmtree(template.vm_dir, ignore_errors=True)
 
+    def release(self, machine: Machine, artifacts_dir: Path | None = None) -> None:
+        """Stop one machine and remove its files; with `artifacts_dir`, save its evidence first."""
+        try:
+            if artifacts_dir is not None:
+                machine.collect_artifacts(artifacts_dir / machine.vm_dir.name)
+        except Exception:  # noqa: BLE001 - evidence is best effort; cleanup is not
+            log.exception("collecting artifacts of %s failed", machine.name)
+        try:
+            machine.stop()
+        except Exception:  # noqa: BLE001
+            log.exception("stopping %s failed; killing it", machine.name)
+            machine.kill()
+        shutil.rmtree(machine.vm_dir, ignore_errors=True)
+        if machine in self.machines:
+            self.machines.remove(machine)
+
     def close(self, artifacts_dir: Path | None = None) -> None:
         """Stop everything; with `artifacts_dir`, save each machine's evidence there first."""
-        for machine in reversed(self.machines):
-            try:
-                if artifacts_dir is not None:
-                    machine.collect_artifacts(artifacts_dir / machine.vm_dir.name)
-            except Exception:  # noqa: BLE001 - evidence is best effort; cleanup is not
-                log.exception("collecting artifacts of %s failed", machine.name)
-            try:
-                machine.stop()
-            except Exception:  # noqa: BLE001
-                log.exception("stopping %s failed; killing it", machine.name)
-                machine.kill()
-            shutil.rmtree(machine.vm_dir, ignore_errors=True)
-        self.machines.clear()
+        for machine in reversed(list(self.machines)):
+            self.release(machine, artifacts_dir)

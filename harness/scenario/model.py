@@ -50,6 +50,8 @@ class Expectations:
     nothing_left_stopped: bool | None = None
     balloon_reaches_targets: bool | None = None
     max_psi_full_stall_s: float | None = None
+    #: The Intermediate daemon never stops a protected workload (vacuous when it is off).
+    protected_never_stopped: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -204,13 +206,14 @@ def parse_scenario(text: str, where: str = "<scenario>", source: Path | None = N
 
     ex = root.table("expect")
     ex.unknown_keys({"protected_completes", "no_oom_kill", "nothing_left_stopped", "balloon_reaches_targets",
-                     "max_psi_full_stall_s"})
+                     "max_psi_full_stall_s", "protected_never_stopped"})
     expect = Expectations(
         protected_completes=ex.get("protected_completes", bool, None),
         no_oom_kill=ex.get("no_oom_kill", bool, None),
         nothing_left_stopped=ex.get("nothing_left_stopped", bool, None),
         balloon_reaches_targets=ex.get("balloon_reaches_targets", bool, None),
-        max_psi_full_stall_s=ex.get("max_psi_full_stall_s", float, None, minimum=0))
+        max_psi_full_stall_s=ex.get("max_psi_full_stall_s", float, None, minimum=0),
+        protected_never_stopped=ex.get("protected_never_stopped", bool, None))
 
     return Scenario(name=meta.get("name", str), description=meta.get("description", str, ""),
                     time_limit_s=meta.get("time_limit_s", float, 600.0, minimum=10),

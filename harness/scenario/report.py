@@ -47,6 +47,17 @@ def longest_stopped(events: list[dict], end_t: float | None) -> tuple[float, str
     return round(longest, 1), who
 
 
+def protected_stops(scenario: Scenario, events: list[dict]) -> list[str]:
+    """Stop decisions that hit a protected workload (its comm is its name, workers name-wN)."""
+    names = {w.name[:15] for w in scenario.protected}
+    hits = []
+    for event in events:
+        comm = event.get("comm") or ""
+        if event.get("event") == "stop" and (comm in names or any(comm.startswith(f"{n}-w"[:15]) for n in names)):
+            hits.append(f"{comm} ({event.get('pid')})")
+    return hits
+
+
 def summarize(scenario: Scenario, mode: str, ledger: Ledger, balloon_steps: list[dict],
               workloads: dict[str, dict], daemon_events: list[dict], dmesg: str,
               left_stopped: list[str], ssh_longest_silence_s: float, daemon_end_t: float | None,
@@ -74,6 +85,7 @@ def summarize(scenario: Scenario, mode: str, ledger: Ledger, balloon_steps: list
         "psi_some_stall_s": stall_seconds(ledger, "psi_some_total_us"),
         "psi_full_stall_s": stall_seconds(ledger, "psi_full_total_us"),
         "stops": sum(1 for e in daemon_events if e.get("event") == "stop"),
+        "protected_stops": protected_stops(scenario, daemon_events),
         "resumes": sum(1 for e in daemon_events if e.get("event") == "resume"),
         "longest_stopped_s": longest,
         "longest_stopped_comm": longest_who,
@@ -116,6 +128,10 @@ def check_expectations(scenario: Scenario, summary: dict) -> list[ExpectationRes
             "balloon_reaches_targets", (not missed) == ex.balloon_reaches_targets,
             "every balloon target reached" if not missed else
             "missed: " + ", ".join(f"{s['target_mib']:.0f} MiB (closest {s['closest_mib']:.0f})" for s in missed)))
+    if ex.protected_never_stopped is not None:
+        hits = summary["protected_stops"]
+        results.append(ExpectationResult("protected_never_stopped", (not hits) == ex.protected_never_stopped,
+                                         f"protected processes stopped: {', '.join(hits) or 'none'}"))
     if ex.max_psi_full_stall_s is not None:
         stall = summary["psi_full_stall_s"]
         results.append(ExpectationResult("max_psi_full_stall_s",

@@ -116,15 +116,12 @@ class ScenarioRunner:
         spec = self.factory.defaults.with_(name=f"{self.mode}-run", memory_mib=sc.vm.memory_mib,
                                            cpus=sc.vm.cpus, swap=sc.vm.swap,
                                            **({"backend": sc.vm.backend} if sc.vm.backend else {}))
-        self.progress(f"[{self.mode}] booting a {sc.vm.memory_mib} MiB guest (swap {sc.vm.swap})")
+        self.progress(f"[{self.mode}] starting a {sc.vm.memory_mib} MiB guest (swap {sc.vm.swap})")
         machine = self.factory.start(spec)
         try:
             return self._run_on(machine)
         finally:
-            try:
-                machine.collect_artifacts(self.folder / "vm")
-            except Exception:  # noqa: BLE001 - evidence is best effort
-                log.exception("collecting VM artifacts failed")
+            self.factory.release(machine, artifacts_dir=self.folder)
 
     def _run_on(self, machine: Machine) -> RunResult:
         sc = self.scenario
@@ -251,11 +248,7 @@ def run_scenario(scenario: Scenario, factory: MachineFactory, folder: Path, *, i
                  progress: Progress = lambda _m: None) -> RunResult:
     """One run. `intermediate=None` follows the scenario's [intermediate] enabled."""
     enabled = scenario.intermediate.enabled if intermediate is None else intermediate
-    runner = ScenarioRunner(scenario, factory, folder, intermediate=enabled, progress=progress)
-    try:
-        return runner.run()
-    finally:
-        factory.close()
+    return ScenarioRunner(scenario, factory, folder, intermediate=enabled, progress=progress).run()
 
 
 def compare_scenario(scenario: Scenario, factory: MachineFactory, folder: Path,

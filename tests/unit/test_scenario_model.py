@@ -39,7 +39,7 @@ def test_minimal_scenario_defaults():
     scenario = parse_scenario(GOOD, "t.toml")
     assert scenario.vm.memory_mib == 1024 and str(scenario.vm.swap) == "file:1024"
     assert scenario.intermediate.enabled and scenario.intermediate.stop_above == 20
-    assert [w.cgroup for w in scenario.protected] == ["/bh-workloads.slice/bh-wl-svc.service"]
+    assert [w.cgroup for w in scenario.protected] == ["/bhworkloads.slice/bh-wl-svc.service"]
 
 
 @pytest.mark.parametrize("change,needle", [
