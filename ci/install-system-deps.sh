@@ -2,7 +2,7 @@
 # Install the Debian packages balloon-harness needs, if any is missing.
 # As root it runs apt-get; otherwise it prints the exact command and fails.
 set -eu
-PACKAGES="qemu-system-x86 qemu-utils mmdebstrap e2fsprogs libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc python3-venv python3-dev procps"
+PACKAGES="qemu-system-x86 qemu-utils mmdebstrap debian-archive-keyring e2fsprogs libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc python3-venv python3-dev procps"
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -60,9 +60,10 @@ def test_balloon_query_and_qmp_traffic(vm, vm_backend):
 
 
 def test_guest_that_never_boots_times_out_with_serial_tail(vm_factory):
-    # The initrd waits for a root disk that does not exist, then gives up.
+    # The initrd waits 10 s for a root disk that does not exist, then gives up (and the
+    # kernel panics, which ends QEMU: the wait stops early, with the evidence).
     machine = vm_factory.create(name="noboot", extra_kernel_args=("root=/dev/vdz",),
-                                timeouts=Timeouts(boot=25, command=10, shutdown=5, qmp=20))
+                                timeouts=Timeouts(boot=45, command=10, shutdown=5, qmp=20))
     with pytest.raises(WaitTimeout) as info:
         machine.start()
     message = str(info.value)
