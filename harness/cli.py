@@ -101,7 +101,7 @@ def cmd_reap(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from harness.bench import main_bench
-    return main_bench(_options(args), args.repeats)
+    return main_bench(_options(args), args.repeats, naive=not args.no_naive, guest_daemon=not args.no_daemon)
 
 
 def _scenario_factory(args: argparse.Namespace):
@@ -195,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="boot (and restore) timings on this machine")
     _options_args(bench)
     bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("--no-naive", action="store_true", help="skip the naive image (saves its build)")
+    bench.add_argument("--no-daemon", action="store_true", help="skip the daemon benchmark in a guest")
     bench.set_defaults(func=cmd_bench)
 
     for name, func, text in (("run", cmd_run, "run a scenario once"),

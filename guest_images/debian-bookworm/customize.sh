@@ -19,8 +19,15 @@ for g in systemd-cryptsetup-generator systemd-gpt-auto-generator systemd-hiberna
          systemd-sysv-generator systemd-rc-local-generator; do
   ln -sf /dev/null "/etc/systemd/system-generators/$g"
 done
+# Generators the cloud-init boot needs but the lean boot does not (the debug generator
+# stays: it applies the systemd.mask= of the lean command line).
+for g in cloud-init-generator systemd-fstab-generator systemd-getty-generator systemd-run-generator; do
+  ln -sf /usr/local/lib/balloon-harness/generator-unless-lean "/etc/systemd/system-generators/$g"
+done
 sed -i 's/^# *\(en_US.UTF-8 UTF-8\)/\1/' /etc/locale.gen && locale-gen >/dev/null
-passwd -l root >/dev/null
+# No password can log in ("*"); key login works. Not "!" (passwd -l): sshd without PAM
+# refuses every login to a locked account, keys included.
+usermod -p '*' root
 # The Intermediate daemon is installed, off until a test or scenario starts it.
 systemctl disable balloon-intermediate.service 2>/dev/null || true
 rm -f /customize.sh

@@ -115,7 +115,7 @@ def _build(recipe: Recipe, cache: ImageCache, progress: Progress) -> None:
         shutil.copy2(root / f"boot/vmlinuz-{kernel_version}", work / KERNEL)
         if recipe.initrd_kind == "lean":
             build_lean_initrd(root, kernel_version, recipe.initrd_modules,
-                              recipe.folder / "initrd-init", work / INITRD)
+                              recipe.folder / "initrd-init", work / INITRD, recipe.initrd_modules_async)
         else:
             shutil.copy2(root / f"boot/initrd.img-{kernel_version}", work / INITRD)
         progress(f"ext4 filesystem ({recipe.disk_size_mib} MiB) and qcow2")

@@ -71,9 +71,14 @@ def module_load_order(modules_dir: Path, wanted: Iterable[str]) -> list[Path]:
 
 
 def build_lean_initrd(rootfs: Path, kernel_version: str, modules: Iterable[str],
-                      init_script: Path, out: Path) -> None:
+                      init_script: Path, out: Path, modules_async: Iterable[str] = ()) -> None:
+    """/modules.order: what must load before the root disk mounts, one name per line.
+    /modules.async: one line per background job, the modules of one chain in load order
+    (without those already in /modules.order)."""
     modules_dir = rootfs / "lib/modules" / kernel_version
     kos = module_load_order(modules_dir, modules)
+    early = set(kos)
+    chains = [[ko for ko in module_load_order(modules_dir, [name]) if ko not in early] for name in modules_async]
     busybox = rootfs / "bin/busybox"
     if not busybox.exists():
         raise ImageError(f"{busybox} is missing.", fix="add busybox-static to the recipe's packages.")
@@ -85,12 +90,17 @@ def build_lean_initrd(rootfs: Path, kernel_version: str, modules: Iterable[str],
         # The kernel opens /dev/console before /init runs; devtmpfs is mounted only later.
         CpioEntry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)),
     ]
-    names = []
-    for ko in kos:
+    packed: set[Path] = set()
+    for ko in [*kos, *(ko for chain in chains for ko in chain)]:
+        if ko in packed:
+            continue
         if ko.suffix != ".ko":
             raise ImageError(f"{ko.name} is compressed; the lean initrd loads plain .ko files.",
                              fix="use a kernel package with uncompressed modules.")
-        names.append(ko.stem)
+        packed.add(ko)
         entries.append(CpioEntry(f"lib/modules/{ko.name}", stat.S_IFREG | 0o644, ko.read_bytes()))
-    entries.append(CpioEntry("modules.order", stat.S_IFREG | 0o644, ("\n".join(names) + "\n").encode()))
+    order = "".join(f"{ko.stem}\n" for ko in kos)
+    jobs = "".join(" ".join(ko.stem for ko in chain) + "\n" for chain in chains if chain)
+    entries.append(CpioEntry("modules.order", stat.S_IFREG | 0o644, order.encode()))
+    entries.append(CpioEntry("modules.async", stat.S_IFREG | 0o644, jobs.encode()))
     write_newc(entries, out)

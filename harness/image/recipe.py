@@ -28,6 +28,8 @@ class Recipe:
     #: "lean": the harness's busybox initrd; "debian": the kernel package's own initramfs.
     initrd_kind: str
     initrd_modules: tuple[str, ...]
+    #: Loaded by the lean initrd in background jobs while the root disk mounts.
+    initrd_modules_async: tuple[str, ...]
     lean_cmdline: tuple[str, ...]
     cloud_init_cmdline: tuple[str, ...]
 
@@ -47,6 +49,7 @@ class Recipe:
                 disk_size_mib=int(image["disk_size_mib"]),
                 initrd_kind=initrd.get("kind", "lean"),
                 initrd_modules=tuple(initrd.get("modules", ())),
+                initrd_modules_async=tuple(initrd.get("modules_async", ())),
                 lean_cmdline=tuple(boot.get("lean_cmdline", ())),
                 cloud_init_cmdline=tuple(boot.get("cloud_init_cmdline", ())),
             )

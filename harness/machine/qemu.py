@@ -332,8 +332,11 @@ class QemuMachine(Machine):
     def save_state(self, folder: Path) -> dict:
         """Save this running, ready guest into `folder` (state + frozen disk) and stop QEMU."""
         assert self.qmp is not None and self.process is not None
-        # Fewer dirty pages to write, and a quiet disk to freeze.
-        self.ssh.run("sync && echo 3 > /proc/sys/vm/drop_caches")
+        # The lean boot is ready (sshd) before the rest of the boot has run; save a guest
+        # whose boot has finished, so that restored guests start quiet. Then fewer dirty
+        # pages to write, and a quiet disk to freeze.
+        self.ssh.run("systemctl is-system-running --wait >/dev/null; sync && echo 3 > /proc/sys/vm/drop_caches",
+                     timeout=self.timeouts.boot)
         self.ssh.close()
         seconds = save_running(self.qmp, folder / STATE, self.timeouts.boot)
         try:
