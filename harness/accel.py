@@ -83,11 +83,17 @@ def resolve(requested: Accel | str) -> Accel:
     return Accel.KVM if probe.usable else Accel.TCG
 
 
+TCG_TB_SIZE_MIB = 256
+
+
 def qemu_accel_args(accel: Accel) -> list[str]:
     if accel is Accel.KVM:
         return ["-accel", "kvm", "-cpu", "host"]
     if accel is Accel.TCG:
         # multi-threaded TCG: one host thread per vCPU; "max" enables every feature TCG
         # can emulate (the Debian kernel wants x86-64-v2 instructions such as cmpxchg16b).
-        return ["-accel", "tcg,thread=multi", "-cpu", "max"]
+        # tb-size: the translated-code cache defaults to 1 GiB and fills up over a long run,
+        # which would show in the ledger as host memory the guest never had; 256 MiB holds
+        # a Debian guest's hot code.
+        return ["-accel", f"tcg,thread=multi,tb-size={TCG_TB_SIZE_MIB}", "-cpu", "max"]
     raise ValueError("resolve AUTO before building a command line")

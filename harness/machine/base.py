@@ -44,6 +44,7 @@ class Machine(abc.ABC):
         self._ssh: GuestShell | None = None
         self.started_at: float | None = None
         self.ready_at: float | None = None
+        self.booted_at: float | None = None
         #: Ready also means cloud-init finished, where cloud-init configures the guest. The
         #: bench turns this off to time only "SSH answers" for the naive image.
         self.wait_for_cloud_init = True
@@ -110,6 +111,20 @@ class Machine(abc.ABC):
 
     def after_ready(self) -> None:
         """Per-VM fix-ups once SSH works (a restored guest needs its clock and name)."""
+
+    def wait_booted(self, timeout: float | None = None) -> str:
+        """Wait until systemd has finished booting (on the lean boot sshd comes first and the
+        rest of the boot, swap included, follows). Returns the system state."""
+        result = self.ssh.run("systemctl is-system-running --wait", timeout=timeout or self.timeouts.boot,
+                              check=False)
+        state = result.stdout.strip()
+        if state not in ("running", "degraded"):
+            failed = self.ssh.run("systemctl --failed --no-legend", check=False).stdout.strip()
+            raise HarnessError(f"{self.name} did not finish booting: systemd says {state or result.stderr.strip()!r}."
+                               + (f" Failed units:\n{failed}" if failed else ""),
+                               fix="read the journal in the VM's artifacts.")
+        self.booted_at = time.monotonic()
+        return state
 
     def stop(self) -> None:
         if self._ssh is not None:

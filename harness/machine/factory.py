@@ -61,11 +61,13 @@ class MachineFactory:
                                   run=self.run, uri=self.libvirt_uri)
         raise ConfigError(f"Unknown backend {spec.backend!r}.", fix="use qemu or libvirt.")
 
-    def start(self, spec: VMSpec | None = None, *, fresh: bool = False, **overrides) -> Machine:
-        """A machine, ready (a command over SSH works): restored from the saved state of its
-        configuration when there is one (made now if missing), booted when `fresh`, when
-        snapshots are off, or when the VM asks for something a snapshot cannot show (extra
-        kernel or QEMU arguments)."""
+    def start(self, spec: VMSpec | None = None, *, fresh: bool = False, settle: bool = True,
+              **overrides) -> Machine:
+        """A machine, ready (a command over SSH works) and, with `settle`, done booting
+        (swap on, every unit started): restored from the saved state of its configuration
+        when there is one (made now if missing), booted when `fresh`, when snapshots are
+        off, or when the VM asks for something a snapshot cannot show (extra kernel or QEMU
+        arguments)."""
         machine = self.create(spec, **overrides)
         if not fresh and self.snapshots is not None and restorable(machine.spec):
             from harness.machine.qemu import QemuMachine, qemu_binary
@@ -74,6 +76,12 @@ class MachineFactory:
             saved = self.snapshots.ensure(key, lambda folder: self._save_template(machine.spec, folder))
             machine.restore_from(saved)
         machine.start()
+        if settle:
+            try:
+                machine.wait_booted()
+            except BaseException:
+                self.release(machine)
+                raise
         return machine
 
     def _save_template(self, spec: VMSpec, folder: Path) -> dict:

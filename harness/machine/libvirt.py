@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from harness.accel import Accel
+from harness.accel import TCG_TB_SIZE_MIB, Accel
 from harness.balloon import Balloon, BalloonState, GuestMemoryStats
 from harness.config import VMSpec
 from harness.errors import HarnessError, LaunchError, MissingDependency
@@ -91,6 +91,7 @@ def domain_xml(name: str, spec: VMSpec, image: GuestImage, accel: Accel, files: 
     takes the last PCI slot, which libvirt does not hand out before it runs out of others."""
     dtype = "kvm" if accel is Accel.KVM else "qemu"
     cpu = "<cpu mode='host-passthrough'/>" if accel is Accel.KVM else "<cpu mode='maximum'/>"
+    tcg = "" if accel is Accel.KVM else f"<tcg><tb-cache unit='MiB'>{TCG_TB_SIZE_MIB}</tb-cache></tcg>"
     if image.direct_kernel_boot:
         os_boot = (f"<kernel>{escape(str(image.kernel))}</kernel><initrd>{escape(str(image.initrd))}</initrd>"
                    f"<cmdline>{escape(kernel_cmdline(spec, image))}</cmdline>")
@@ -103,7 +104,7 @@ def domain_xml(name: str, spec: VMSpec, image: GuestImage, accel: Accel, files: 
   <currentMemory unit='MiB'>{spec.memory_mib}</currentMemory>
   <vcpu>{spec.cpus}</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type>{os_boot}</os>
-  <features><acpi/></features>
+  <features><acpi/>{tcg}</features>
   {cpu}
   <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>
   <devices>

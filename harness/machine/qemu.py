@@ -335,8 +335,8 @@ class QemuMachine(Machine):
         # The lean boot is ready (sshd) before the rest of the boot has run; save a guest
         # whose boot has finished, so that restored guests start quiet. Then fewer dirty
         # pages to write, and a quiet disk to freeze.
-        self.ssh.run("systemctl is-system-running --wait >/dev/null; sync && echo 3 > /proc/sys/vm/drop_caches",
-                     timeout=self.timeouts.boot)
+        self.wait_booted()
+        self.ssh.run("sync && echo 3 > /proc/sys/vm/drop_caches", timeout=self.timeouts.boot)
         self.ssh.close()
         seconds = save_running(self.qmp, folder / STATE, self.timeouts.boot)
         try:
