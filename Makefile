@@ -40,7 +40,10 @@ vm: image
 demo: image
 	$(BH) demo
 
+# The daemon's host benchmark (file source), then boot/restore/RSS and the daemon in a
+# guest (real PSI); the last line printed is one JSON object.
 bench: image
+	$(PY) bench/bench_intermediate.py
 	$(BH) bench
 
 doctor: venv

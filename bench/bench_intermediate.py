@@ -227,7 +227,8 @@ def bench_file(bench: Bench, trials: int, step: float, idle_seconds: float, avg_
             if wait_until(lambda: proc_state(victim.pid) != "T", 60, 0.01) is None or not wait_calm(control, 60):
                 raise RuntimeError("the daemon did not resume the victim")
         watchdog = next(e["watchdog_pid"] for e in read_events(str(events)) if e["event"] == "start")
-        time.sleep(1.0)
+        wait_calm(control, 60)
+        time.sleep(3.0)  # past the last resume's bookkeeping: idle, not winding down
         idle, idle_exact = idle_cpu([daemon.pid, watchdog], idle_seconds)
         bench.stop_daemon(daemon)
     finally:
@@ -258,9 +259,12 @@ def psi_trigger_available() -> bool:
 def bench_psi_idle(bench: Bench, idle_seconds: float) -> tuple[float | None, float | None]:
     if not psi_trigger_available():
         return None, None
-    daemon, events, _ = bench.daemon("psi-idle")
+    daemon, events, control = bench.daemon("psi-idle")
     watchdog = next(e["watchdog_pid"] for e in read_events(str(events)) if e["event"] == "start")
-    time.sleep(1.0)
+    # Idle means after start-up: in an emulated guest, importing and the first /proc scan of
+    # the daemon and its watchdog take seconds, which are not the idle cost.
+    wait_calm(control, 60)
+    time.sleep(3.0)
     idle, exact = idle_cpu([daemon.pid, watchdog], idle_seconds)
     bench.stop_daemon(daemon)
     return round(idle, 3), None if exact is None else round(exact, 3)

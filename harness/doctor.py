@@ -72,7 +72,7 @@ def run_checks(cache: ImageCache | None = None) -> list[Check]:
                             str(image.disk) if image else f"{recipe.name} not built yet "
                             f"(key {recipe.cache_key()[:16]})",
                             "balloon-harness image build (about a minute, needs root)"))
-    except Exception as exc:  # noqa: BLE001 - the doctor reports, it does not crash
+    except Exception as exc:
         checks.append(Check("guest image", False, str(exc), "restore guest_images/ from git"))
     dead = [r for r in all_runs() if not r.owner_alive()]
     checks.append(Check("leftovers of killed runs", not dead,

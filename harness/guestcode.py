@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -52,3 +53,15 @@ def install_guest_code(machine: Machine) -> str:
     machine.ssh.run(f"tar -xzf {remote} -C / && rm -f {remote} && systemctl daemon-reload "
                     f"&& echo {digest} > {marker}")
     return digest
+
+
+def read_guest_jsonl(machine: Machine, path: str, timeout: float | None = None) -> list[dict]:
+    """The JSON lines of a guest file (missing file: none); a line cut short by a kill is skipped."""
+    text = machine.ssh.run(f"cat {path} 2>/dev/null || true", timeout=timeout).stdout
+    records = []
+    for line in text.splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records

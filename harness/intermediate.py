@@ -7,7 +7,7 @@ import json
 import shlex
 from dataclasses import dataclass, field
 
-from harness.guestcode import GUEST_DATA, install_guest_code
+from harness.guestcode import GUEST_DATA, install_guest_code, read_guest_jsonl
 from harness.machine.base import Machine
 
 UNIT = "balloon-intermediate.service"
@@ -87,11 +87,4 @@ def stop_intermediate(machine: Machine, timeout: float | None = None) -> None:
 
 
 def read_events(machine: Machine) -> list[dict]:
-    text = machine.ssh.run(f"cat {EVENTS} 2>/dev/null || true").stdout
-    events = []
-    for line in text.splitlines():
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            continue
-    return events
+    return read_guest_jsonl(machine, EVENTS)

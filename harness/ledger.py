@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.balloon import BalloonController
-from harness.guestcode import GUEST_DATA
+from harness.guestcode import GUEST_DATA, read_guest_jsonl
 from harness.machine.base import Machine
 from harness.machine.qmp import QmpError
 
@@ -90,14 +90,7 @@ def start_guest_sampler(machine: Machine, progress: dict[str, str], state_dir: s
 
 def stop_guest_sampler(machine: Machine, timeout: float | None = None) -> list[dict]:
     machine.ssh.run(f"systemctl stop {SAMPLER_UNIT}", timeout=timeout, check=False)
-    text = machine.ssh.run(f"cat {GUEST_LEDGER} 2>/dev/null || true", timeout=timeout).stdout
-    records = []
-    for line in text.splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
+    return read_guest_jsonl(machine, GUEST_LEDGER, timeout)
 
 
 def measure_clock_offset(machine: Machine, tries: int = 3) -> float:

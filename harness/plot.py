@@ -8,9 +8,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # no display on CI machines
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from harness.ledger import Ledger  # noqa: E402
+from harness.ledger import Ledger
 
 
 def plot_run(ledger: Ledger, events: list[dict], title: str, out: Path) -> Path:

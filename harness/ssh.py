@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import shlex
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -114,7 +113,7 @@ class GuestShell:
         except CommandTimedOut as exc:
             raise GuestCommandError(command, -1, exc.result.stdout,
                                     f"timed out after {timeout:.0f} s\n{exc.result.stderr}") from None
-        except (paramiko.SSHException, OSError, EOFError, socket.timeout) as exc:
+        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
             self.close()
             raise SshUnavailable(f"SSH to {self.name} broke while running {command!r}: "
                                  f"{exc.__class__.__name__}: {exc}") from None

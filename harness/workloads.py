@@ -4,12 +4,11 @@ cgroup), and reading their progress and exit status."""
 from __future__ import annotations
 
 import enum
-import json
 import shlex
 from dataclasses import dataclass, field
 
 from harness.errors import ConfigError
-from harness.guestcode import GUEST_DATA, WORKLOADS
+from harness.guestcode import GUEST_DATA, WORKLOADS, read_guest_jsonl
 from harness.machine.base import Machine
 
 # No dash in the slice name: systemd reads dashes in slice names as nesting (a-b.slice
@@ -115,14 +114,7 @@ def workload_status(machine: Machine, name: str, timeout: float | None = None) -
 
 
 def read_progress(machine: Machine, spec: WorkloadSpec) -> list[dict]:
-    text = machine.ssh.run(f"cat {spec.progress_path} 2>/dev/null || true").stdout
-    records = []
-    for line in text.splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut by a kill
-    return records
+    return read_guest_jsonl(machine, spec.progress_path)
 
 
 def stop_all_workloads(machine: Machine, timeout: float | None = None) -> None:

@@ -95,7 +95,7 @@ def main() -> int:
             out.emit("progress", items=done, items_per_s=round((done - done_at_report) / (now - last_report), 2))
             last_report, done_at_report = now, done
     elapsed = time.monotonic() - started
-    for pid, (wfd, rfd) in children.items():
+    for wfd, rfd in children.values():
         for fd in (wfd, rfd):
             try:
                 os.close(fd)

@@ -4,8 +4,8 @@ concurrent pytest-xdist workers and CI jobs (file locks; results published by re
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -109,7 +109,7 @@ class Machine(abc.ABC):
         log.info("%s ready in %.1f s (%s)", self.name, self.ready_at - self.started_at, self.accel.value)
         return self
 
-    def after_ready(self) -> None:
+    def after_ready(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Per-VM fix-ups once SSH works (a restored guest needs its clock and name)."""
 
     def wait_booted(self, timeout: float | None = None) -> str:

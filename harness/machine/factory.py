@@ -105,11 +105,11 @@ class MachineFactory:
         try:
             if artifacts_dir is not None:
                 machine.collect_artifacts(artifacts_dir / machine.vm_dir.name)
-        except Exception:  # noqa: BLE001 - evidence is best effort; cleanup is not
+        except Exception:
             log.exception("collecting artifacts of %s failed", machine.name)
         try:
             machine.stop()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("stopping %s failed; killing it", machine.name)
             machine.kill()
         shutil.rmtree(machine.vm_dir, ignore_errors=True)

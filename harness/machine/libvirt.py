@@ -44,7 +44,7 @@ def domain_name(run_id: str, vm_name: str, counter: int | str = "") -> str:
 
 def _libvirt():
     try:
-        import libvirt  # noqa: PLC0415 - optional dependency
+        import libvirt
     except ImportError:
         raise MissingDependency("The libvirt backend needs libvirt-python.",
                                 fix="apt-get install libvirt-dev pkg-config && pip install libvirt-python "
@@ -202,7 +202,7 @@ class LibvirtMachine(Machine):
             log.warning("%s: cannot set the balloon stats period: %s", self.name, exc)
 
     def _read_ssh_port(self) -> int:
-        import libvirt_qemu  # noqa: PLC0415 - part of libvirt-python
+        import libvirt_qemu
         deadline = time.monotonic() + self.timeouts.qmp
         while True:
             text = libvirt_qemu.qemuMonitorCommand(self.domain, "info usernet",
@@ -262,7 +262,7 @@ class LibvirtMachine(Machine):
     def host_rss_mib(self) -> float | None:
         try:
             rss = self.domain.memoryStats().get("rss") if self.domain is not None else None
-        except Exception:  # noqa: BLE001 - the domain may be gone
+        except Exception:
             return None
         return rss / 1024 if rss else None
 

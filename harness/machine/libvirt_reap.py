@@ -29,7 +29,7 @@ def reap_domains(uri: str | None, keep_run_ids: set[str]) -> list[str]:
                 if persistent:
                     dom.undefine()
                 destroyed.append(name)
-            except Exception as exc:  # noqa: BLE001 - report and go on with the others
+            except Exception as exc:
                 log.warning("cannot remove domain %s: %s", name, exc)
     finally:
         conn.close()

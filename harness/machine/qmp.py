@@ -106,7 +106,7 @@ class QmpConnection:
                 if not alive() or time.monotonic() > deadline:
                     future.cancel()
                     raise QmpError(f"QEMU ({self.name}) did not connect to QMP.") from None
-            except Exception as exc:  # noqa: BLE001 - qemu.qmp wraps the cause
+            except Exception as exc:
                 raise QmpError(f"QMP handshake with {self.name} failed: {exc}") from None
         self._events_task = asyncio.run_coroutine_threadsafe(self._collect_events(), self._loop)
 
@@ -118,7 +118,7 @@ class QmpConnection:
             self._events_task.cancel()
         try:
             self._call(self._client.disconnect(), 5)
-        except Exception:  # noqa: BLE001 - closing must never mask the real outcome
+        except Exception:
             pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)

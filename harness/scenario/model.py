@@ -97,7 +97,7 @@ class _Reader:
     def tables(self, key: str) -> list[_Reader]:
         value = self.data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-            raise self.fail(key, "an array of tables ([[%s]])" % key, value)
+            raise self.fail(key, f"an array of tables ([[{key}]])", value)
         base = f"{self.path}.{key}" if self.path else key
         return [_Reader(self.where, v, f"{base}[{i}]") for i, v in enumerate(value)]
 

@@ -20,8 +20,13 @@ from pathlib import Path
 from harness.balloon import BalloonController
 from harness.errors import HarnessError
 from harness.guestcode import install_guest_code
-from harness.intermediate import (STATE_DIR, IntermediateOptions, read_events, start_intermediate,
-                                  stop_intermediate)
+from harness.intermediate import (
+    STATE_DIR,
+    IntermediateOptions,
+    read_events,
+    start_intermediate,
+    stop_intermediate,
+)
 from harness.ledger import HostSampler, Ledger, measure_clock_offset, start_guest_sampler, stop_guest_sampler
 from harness.machine.base import Machine
 from harness.machine.factory import MachineFactory
@@ -89,7 +94,7 @@ class _Schedule(threading.Thread):
                          "seconds_to_reach": round(time.time() - started, 1) if result.reached else None}
                 self.steps.append(entry)
                 self.record({"event": "balloon-result", **entry})
-        except BaseException as exc:  # noqa: BLE001 - surfaced by the runner
+        except BaseException as exc:
             self.error = exc
 
 

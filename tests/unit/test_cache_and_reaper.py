@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 from harness.image.build import load_built
 from harness.image.cache import ImageCache

@@ -5,7 +5,13 @@ import sys
 
 import pytest
 
-from harness.scenario.model import ScenarioError, find_scenario, load_scenario, parse_scenario, shipped_scenarios
+from harness.scenario.model import (
+    ScenarioError,
+    find_scenario,
+    load_scenario,
+    parse_scenario,
+    shipped_scenarios,
+)
 from harness.workloads import Role
 
 GOOD = """

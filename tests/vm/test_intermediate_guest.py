@@ -5,9 +5,15 @@ must stop the hogs, never the service, and resume every hog once the balloon gro
 import json
 
 from harness.balloon import BalloonController
-from harness.intermediate import IntermediateOptions, intermediate_status, read_events, start_intermediate, stop_intermediate
-from harness.workloads import Role, WorkloadKind, WorkloadSpec, start_workload, stop_all_workloads
+from harness.intermediate import (
+    IntermediateOptions,
+    intermediate_status,
+    read_events,
+    start_intermediate,
+    stop_intermediate,
+)
 from harness.waiting import wait_for
+from harness.workloads import Role, WorkloadKind, WorkloadSpec, start_workload, stop_all_workloads
 
 SERVICE = WorkloadSpec("svc", WorkloadKind.PROTECTED, Role.PROTECTED,
                        {"workers": 2, "working_set_mib": 50, "duration_s": 600})
@@ -19,7 +25,7 @@ def status_or_none(vm):
     """The daemon's status, or None while the guest is too busy to answer SSH."""
     try:
         return intermediate_status(vm, timeout=20)
-    except Exception:  # noqa: BLE001 - an unanswering guest is part of the experiment
+    except Exception:
         return None
 
 

@@ -36,6 +36,26 @@ def test_two_vms_at_once_under_xdist(tmp_path):
         assert not Path(record["run"]).exists()
 
 
+def test_xdist_workers_share_one_saved_state(tmp_path, vm_image):
+    """Two workers start at once with no saved state yet: one boots and saves it under the
+    cache lock, the other waits for it; both restore, and exactly one state exists."""
+    cache = tmp_path / "cache"
+    (cache / "snapshots").mkdir(parents=True)
+    for name in ("images", "keys"):  # reuse the built image and key, not the saved states
+        (cache / name).symlink_to(vm_image.disk.parents[1].parent / name)
+    report = tmp_path / "report.jsonl"
+    proc = child_pytest(["-n", "2", str(INNER / "inner_report.py")], tmp_path,
+                        {"BH_REPORT": str(report), "BALLOON_HARNESS_CACHE": str(cache)})
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out
+    records = [json.loads(line) for line in report.read_text().splitlines()]
+    assert {r["worker"] for r in records} == {"gw0", "gw1"}
+    assert all(r["restored"] for r in records), records
+    states = [p for p in (cache / "snapshots").iterdir() if not p.name.startswith(".")]
+    assert len(states) == 1 and (states[0] / "meta.json").exists() and (states[0] / "state.bin").exists()
+    assert not [p for p in (cache / "snapshots").iterdir() if p.name.startswith(".")], "no half-written state left"
+
+
 def test_failed_test_leaves_artifacts_and_no_process(tmp_path):
     artifacts = tmp_path / "art"
     proc = child_pytest([str(INNER / "inner_fail.py"), f"--vm-artifacts={artifacts}"], tmp_path)

@@ -183,9 +183,9 @@ def _setup_logging(level: str) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .control import ControlError
     from .daemon import StartupError, run_daemon
     from .state import StateError
-    from .control import ControlError
 
     config = config_from_args(args)
     try:

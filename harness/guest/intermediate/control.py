@@ -113,7 +113,7 @@ def request(path: str, command: str = "status", timeout: float = 5.0) -> dict[st
             if not chunk:
                 break
             buf += chunk
-    except socket.timeout:
+    except TimeoutError:
         raise ControlError(f"no answer from control socket {path} within {timeout}s") from None
     finally:
         sock.close()

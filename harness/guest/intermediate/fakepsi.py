@@ -54,7 +54,7 @@ class PressureFileWriter:
             self.set_changed_at = time.monotonic()
             return self.set_changed_at
 
-    def start(self) -> "PressureFileWriter":
+    def start(self) -> PressureFileWriter:
         self._thread = threading.Thread(target=self._run, name="psi-writer", daemon=True)
         self._thread.start()
         return self
@@ -64,7 +64,7 @@ class PressureFileWriter:
         if self._thread is not None:
             self._thread.join(timeout=2)
 
-    def __enter__(self) -> "PressureFileWriter":
+    def __enter__(self) -> PressureFileWriter:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -22,7 +22,7 @@ class FreezeResult:
     gone: list[Member] = field(default_factory=list)  # no such pid any more
     recycled: list[Member] = field(default_factory=list)  # pid now belongs to another process
 
-    def merge(self, other: "FreezeResult") -> "FreezeResult":
+    def merge(self, other: FreezeResult) -> FreezeResult:
         self.done += other.done
         self.gone += other.gone
         self.recycled += other.recycled

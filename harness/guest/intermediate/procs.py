@@ -251,7 +251,7 @@ class ProcessTable:
     children: dict[int, list[int]] = field(default_factory=dict)
 
     @classmethod
-    def scan(cls) -> "ProcessTable":
+    def scan(cls) -> ProcessTable:
         stats: dict[int, ProcStat] = {}
         for pid in list_pids():
             stat = read_stat(pid)

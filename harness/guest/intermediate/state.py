@@ -50,7 +50,7 @@ class StoppedRecord:
         return {"since": self.since, "unit": self.unit.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "StoppedRecord":
+    def from_dict(cls, data: dict) -> StoppedRecord:
         return cls(unit=StopUnit.from_dict(data["unit"]), since=float(data.get("since", time.time())))
 
 

@@ -32,7 +32,7 @@ class Member:
         return {"pid": self.pid, "starttime": self.starttime, "comm": self.comm}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Member":
+    def from_dict(cls, data: dict) -> Member:
         return cls(pid=int(data["pid"]), starttime=int(data["starttime"]), comm=str(data.get("comm", "")))
 
 
@@ -55,7 +55,7 @@ class StopUnit:
     def comm(self) -> str:
         return self.members[0].comm if self.members else ""
 
-    def with_members(self, members: Iterable[Member]) -> "StopUnit":
+    def with_members(self, members: Iterable[Member]) -> StopUnit:
         return replace(self, members=tuple(members))
 
     def to_dict(self) -> dict[str, object]:
@@ -71,7 +71,7 @@ class StopUnit:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "StopUnit":
+    def from_dict(cls, data: dict) -> StopUnit:
         return cls(
             kind=UnitKind(data["kind"]),
             key=str(data["key"]),

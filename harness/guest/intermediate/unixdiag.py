@@ -104,7 +104,7 @@ class UnixPeers:
         return self._links.get(inode, set())
 
     @classmethod
-    def read(cls) -> "UnixPeers":
+    def read(cls) -> UnixPeers:
         try:
             sockets = dump_unix_sockets()
         except OSError as exc:

@@ -216,7 +216,7 @@ class Worker:
     def pid(self) -> int:
         return self.popen.pid
 
-    def wait_ready(self, timeout: float = 10.0) -> "Worker":
+    def wait_ready(self, timeout: float = 10.0) -> Worker:
         wait_for(self.ready.exists, timeout, what=f"worker {self.pid} ready")
         return self
 

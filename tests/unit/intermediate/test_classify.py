@@ -7,11 +7,19 @@ import os
 import socket
 
 import pytest
-from conftest import WORKER, move_to_cgroup, set_oom_score_adj, pid_from_ready, unix_socket_path, wait_for, worker_argv
+from conftest import (
+    WORKER,
+    move_to_cgroup,
+    pid_from_ready,
+    set_oom_score_adj,
+    unix_socket_path,
+    wait_for,
+    worker_argv,
+)
 
+from harness.guest.intermediate import procs
 from harness.guest.intermediate.classify import Category, Classifier
 from harness.guest.intermediate.config import Selection
-from harness.guest.intermediate import procs
 from harness.guest.intermediate.procs import normalize_cgroup
 
 
@@ -81,7 +89,7 @@ def test_pipe_dependency_is_transitive(spawn):
     r1, w1 = os.pipe()
     r2, w2 = os.pipe()
     try:
-        core = spawn("core", exe="py-core", pass_fds=(r1,))
+        spawn("core", exe="py-core", pass_fds=(r1,))
         middle = spawn("middle", pass_fds=(w1, r2))
         far = spawn("far", pass_fds=(w2,))
     finally:

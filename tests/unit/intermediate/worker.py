@@ -86,7 +86,7 @@ def main() -> int:
             try:
                 conn, _ = listener.accept()
                 held.append(conn)
-            except (socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 pass
         else:
             time.sleep(0.02)

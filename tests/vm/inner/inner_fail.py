@@ -1,3 +1,3 @@
 def test_fails_after_boot(vm):
     vm.ssh.run("echo evidence-from-the-guest > /dev/kmsg")
-    assert False, "deliberate failure"
+    raise AssertionError("deliberate failure")

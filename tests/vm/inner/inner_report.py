@@ -12,6 +12,7 @@ from harness.runtime import current_run
 def test_report(vm, n):
     out = vm.ssh.run("hostname; cat /etc/machine-id").stdout.split()
     record = {"n": n, "worker": os.environ.get("PYTEST_XDIST_WORKER"), "port": vm.ssh_port,
-              "hostname": out[0], "instance": vm.instance_id, "run": str(current_run().path)}
+              "hostname": out[0], "instance": vm.instance_id, "run": str(current_run().path),
+              "restored": getattr(vm, "restored", False)}
     with open(os.environ["BH_REPORT"], "a") as fh:
         fh.write(json.dumps(record) + "\n")

@@ -1,0 +1,53 @@
+"""Bad input gets one clear paragraph naming the fix, never a traceback from deep inside."""
+
+import os
+import subprocess
+import sys
+
+
+def run_cli(*args, env_extra=None):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_missing_image(tmp_path):
+    proc = run_cli("boot", "--image", str(tmp_path / "absent.qcow2"))
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stdout and "Fix:" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_missing_qemu_binary():
+    proc = run_cli("boot", env_extra={"BALLOON_HARNESS_QEMU": "/nonexistent/qemu-system-x86_64"})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "Cannot execute QEMU" in out and "install qemu-system-x86" in out
+    assert "Traceback" not in out
+
+
+def test_qemu_that_exits_at_once_reports_command_line():
+    # A QEMU binary that exits before connecting to QMP (here /bin/false stands in for it).
+    proc = run_cli("boot", env_extra={"BALLOON_HARNESS_QEMU": "/bin/false"})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "QEMU exited with status 1" in out and "Command line:" in out and "/bin/false" in out
+    assert "Traceback" not in out
+
+
+def test_corrupt_image(tmp_path):
+    bad = tmp_path / "bad.qcow2"
+    bad.write_bytes(b"QFI\xfb" + b"\x00" * 200)  # a qcow2 magic and nothing sensible after it
+    proc = run_cli("boot", "--image", str(bad))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "cannot read" in out.lower() and "Fix:" in out, out
+    assert "Traceback" not in out
+
+
+def test_unusable_kvm_requested_explicitly():
+    from harness.accel import probe_kvm
+    if probe_kvm().usable:
+        return  # on a KVM host the explicit choice is fine
+    proc = run_cli("boot", "--accel", "kvm")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "KVM was requested but cannot be used" in out and "--vm-accel tcg" in out
