@@ -69,11 +69,11 @@ def cmd_boot(args: argparse.Namespace) -> int:
         with console.status(f"booting {args.name} ({session.accel.value})"):
             machine = factory.start(name=args.name)
         took = (machine.ready_at or 0) - (machine.started_at or 0)
-        console.print(f"[green]{machine.name} is ready[/] after {took:.1f} s ({session.accel.value}). "
-                      f"Log in with:\n  ssh -i {session.key.private_path} -p {machine.ssh_port} "
-                      f"-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-                      f"{session.image.ssh_user}@127.0.0.1\nSerial console log: {machine.serial_log}\n"
-                      f"Press Ctrl-C to stop it.")
+        console.print(f"[green]{machine.name} is ready[/] after {took:.1f} s ({session.accel.value}). Log in with:")
+        # Plain print: one unwrapped line, to copy and paste.
+        print(f"ssh -i {session.key.private_path} -p {machine.ssh_port} -o StrictHostKeyChecking=no "
+              f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR {session.image.ssh_user}@127.0.0.1", flush=True)
+        console.print(f"Serial console log: {machine.serial_log}\nPress Ctrl-C to stop it.", soft_wrap=True)
         while not stop.wait(0.5):
             if (reason := machine.abort_reason()):
                 console.print(f"[red]{machine.name} stopped:[/] {reason}")

@@ -62,15 +62,19 @@ def connect(uri: str | None):
         conn = libvirt.open(uri)
     except libvirt.libvirtError as exc:
         message = str(exc)
-        if "No such file or directory" in message or "Connection refused" in message:
-            fix = ("start it: `libvirtd -d && virtlogd -d` as root on a machine without systemd, "
-                   "or `systemctl start libvirtd`.")
-            raise HarnessError(f"libvirtd is not running or not reachable at {uri}: {message}", fix=fix) from None
-        if "ermission denied" in message or "authentication" in message.lower():
+        lowered = message.lower()
+        # Access first: without root, qemu:///system asks polkit over the system bus, and a
+        # missing bus also says "No such file or directory".
+        if any(k in lowered for k in ("permission denied", "authentication", "polkit", "system bus",
+                                      "access denied")):
             raise HarnessError(f"Permission denied on {uri}: {message}",
                                fix="add this user to the 'libvirt' group (then log in again), or use "
                                    "--libvirt-uri qemu:///session.") from None
-        if "no connection driver" in message.lower() or "driver" in message.lower():
+        if "no such file or directory" in lowered or "connection refused" in lowered:
+            fix = ("start it: `libvirtd -d && virtlogd -d` as root on a machine without systemd, "
+                   "or `systemctl start libvirtd`.")
+            raise HarnessError(f"libvirtd is not running or not reachable at {uri}: {message}", fix=fix) from None
+        if "driver" in lowered:
             raise HarnessError(f"libvirt at {uri} has no QEMU driver: {message}",
                                fix="apt-get install libvirt-daemon-driver-qemu (part of "
                                    "libvirt-daemon-system) and restart libvirtd.") from None
