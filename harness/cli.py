@@ -146,7 +146,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     session, factory = _scenario_factory(args)
     folder = new_run_folder(Path(args.runs), scenario)
     console.print(f"[bold]{scenario.name}[/]: {scenario.description}\n"
-                  f"accelerator {session.accel.value}; each run boots its own guest; run folder {folder}")
+                  f"accelerator {session.accel.value}; each run gets a fresh guest of its own; run folder {folder}")
     try:
         with console.status(f"comparing {scenario.name}") as status:
             off, on = compare_scenario(scenario, factory, folder,

@@ -38,6 +38,7 @@ class IntermediateOptions:
                                            "/user.slice/user-0.slice")
     max_stopped_s: float | None = None
     resume_headroom: float | None = None
+    resume_reserve_mib: float | None = None
     dry_run: bool = False
     extra: tuple[str, ...] = field(default_factory=tuple)
 
@@ -57,6 +58,8 @@ class IntermediateOptions:
             args += ["--max-stopped", str(self.max_stopped_s)]
         if self.resume_headroom is not None:
             args += ["--resume-headroom", str(self.resume_headroom)]
+        if self.resume_reserve_mib is not None:
+            args += ["--resume-reserve", str(self.resume_reserve_mib)]
         if self.dry_run:
             args.append("--dry-run")
         return args + list(self.extra)

@@ -41,6 +41,7 @@ class IntermediateSection:
     method: str = "signal"
     max_stopped_s: float | None = None
     resume_headroom: float | None = None
+    resume_reserve_mib: float | None = None
 
 
 @dataclass(frozen=True)
@@ -194,13 +195,14 @@ def parse_scenario(text: str, where: str = "<scenario>", source: Path | None = N
 
     im = root.table("intermediate")
     im.unknown_keys({"enabled", "stop_above", "resume_below", "hold_s", "method", "max_stopped_s",
-                     "resume_headroom"})
+                     "resume_headroom", "resume_reserve_mib"})
     intermediate = IntermediateSection(
         enabled=im.get("enabled", bool, True), stop_above=im.get("stop_above", float, 20.0, minimum=0),
         resume_below=im.get("resume_below", float, 5.0, minimum=0), hold_s=im.get("hold_s", float, 2.0, minimum=0),
         method=im.get("method", str, "signal", choices=("signal", "cgroup")),
         max_stopped_s=im.get("max_stopped_s", float, None, minimum=0),
-        resume_headroom=im.get("resume_headroom", float, None, minimum=0))
+        resume_headroom=im.get("resume_headroom", float, None, minimum=0),
+        resume_reserve_mib=im.get("resume_reserve_mib", float, None, minimum=0))
     if intermediate.resume_below > intermediate.stop_above:
         raise im.fail("resume_below", f"at most stop_above ({intermediate.stop_above})", intermediate.resume_below)
 

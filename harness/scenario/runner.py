@@ -138,7 +138,8 @@ class ScenarioRunner:
                 stop_above=sc.intermediate.stop_above, resume_below=sc.intermediate.resume_below,
                 hold_s=sc.intermediate.hold_s, method=sc.intermediate.method,
                 protect_cgroups=tuple(w.cgroup for w in sc.protected),
-                max_stopped_s=sc.intermediate.max_stopped_s, resume_headroom=sc.intermediate.resume_headroom)
+                max_stopped_s=sc.intermediate.max_stopped_s, resume_headroom=sc.intermediate.resume_headroom,
+                resume_reserve_mib=sc.intermediate.resume_reserve_mib)
             start_intermediate(machine, options)
             self._record({"event": "intermediate-started", "argv": options.argv()})
         start_guest_sampler(machine, {w.name: w.progress_path for w in sc.workloads},

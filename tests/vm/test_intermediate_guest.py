@@ -60,15 +60,23 @@ def test_daemon_stops_hogs_not_the_service_and_resumes_them(vm):
         assert not [s for s in process_states(vm, "svc") if s.startswith("T")]
         assert balloon.wait_until(560, timeout=240).reached
 
+        progress_lines = "wc -l < /var/lib/balloon-harness/wl-hog1.jsonl"
+        while_stopped = int(vm.ssh.run(progress_lines).stdout)
+
         balloon.set_target(vm.spec.memory_mib)
-        wait_for(lambda: (s := status_or_none(vm)) is not None and not s["stopped"], timeout=240,
-                 interval=1.0, what="the daemon to resume every hog after the balloon grew back")
+        # Resumed hogs page their 260 MiB back in from swap; that pressure may make the daemon
+        # stop them once more and resume them after the next calm. What must hold in the end:
+        # nothing stopped, and the hogs carry on where they were.
+        def all_resumed_and_progressing():
+            status = status_or_none(vm)
+            if status is None or status["stopped"]:
+                return None
+            return int(vm.ssh.run(progress_lines).stdout) > while_stopped + 1 or None
+
+        wait_for(all_resumed_and_progressing, timeout=300, interval=2.0,
+                 what="the daemon to resume every hog after the balloon grew back, and hog1 to progress")
         states = process_states(vm, "hog")
         assert len(states) == 2 and all(not s.startswith("T") for s in states), states
-        # And they carry on: a hog's progress file keeps growing after the resume.
-        before = vm.ssh.run("wc -l < /var/lib/balloon-harness/wl-hog1.jsonl").stdout
-        wait_for(lambda: vm.ssh.run("wc -l < /var/lib/balloon-harness/wl-hog1.jsonl").stdout != before,
-                 timeout=60, what="hog1 to report progress again")
 
         events = read_events(vm)
         stops = [e for e in events if e["event"] == "stop"]

@@ -68,6 +68,8 @@ class DaemonConfig:
     file_poll_interval: float = 0.05
     stop_interval: float = 1.0
     resume_headroom: float = 1.0
+    # What must stay available after a resumed unit's swapped-out pages have come back.
+    resume_reserve_kb: int = 64 * 1024
     max_stopped: float | None = None
     method: FreezeMethod = FreezeMethod.SIGNAL
     state_dir: str = DEFAULT_STATE_DIR
@@ -89,5 +91,7 @@ class DaemonConfig:
             raise ValueError(f"--stop-interval must be > 0, got {self.stop_interval}")
         if self.resume_headroom < 0:
             raise ValueError(f"--resume-headroom must be >= 0, got {self.resume_headroom}")
+        if self.resume_reserve_kb < 0:
+            raise ValueError(f"--resume-reserve must be >= 0, got {self.resume_reserve_kb // 1024}")
         if self.max_stopped is not None and self.max_stopped <= 0:
             raise ValueError(f"--max-stopped must be > 0, got {self.max_stopped}")

@@ -495,12 +495,15 @@ class Daemon:
         return unit, result
 
     # == resuming ==================================================================================
-    def _footprint_kb(self, unit: StopUnit) -> int:
+    def _swapped_kb(self, unit: StopUnit) -> int:
+        """What resuming the unit will page back in: its VmSwap. (Its resident pages are
+        already counted as used; requiring room for them again would keep it stopped for
+        good once the balloon has deflated.)"""
         total = 0
         for member in unit.members:
             stat = read_stat(member.pid)
             if stat is not None and stat.starttime == member.starttime:
-                total += read_memory(member.pid).footprint_kb
+                total += read_memory(member.pid).swap_kb
         return total
 
     def resume_next(self, now: float) -> None:
@@ -509,10 +512,10 @@ class Daemon:
         for index in range(len(self.stopped) - 1, -1, -1):
             unit = self.stopped[index].unit
             if factor > 0:
-                # Linked to the balloon: while it is still inflated there is no room, and
-                # resuming would only bring the pressure back.
-                need = self._footprint_kb(unit)
-                if available < need * factor:
+                # Linked to the balloon: while it is still inflated there is no room for the
+                # unit's swapped-out pages, and resuming would only bring the pressure back.
+                need = self._swapped_kb(unit) * factor + self.config.resume_reserve_kb
+                if available < need:
                     if unit.key not in self.reported_blocked:
                         self.reported_blocked.add(unit.key)
                         self.events.emit(
@@ -522,7 +525,7 @@ class Daemon:
                             reason="resume-blocked:headroom",
                             pressure=self.reading,
                             unit=unit.key,
-                            need_kb=int(need * factor),
+                            need_kb=int(need),
                             available_kb=available,
                         )
                     continue
@@ -640,6 +643,7 @@ class Daemon:
             "hold": self.thresholds.hold,
             "stop_interval": cfg.stop_interval,
             "resume_headroom": cfg.resume_headroom,
+            "resume_reserve_kb": cfg.resume_reserve_kb,
             "max_stopped": cfg.max_stopped,
             "method": cfg.method.value,
             "dry_run": cfg.dry_run,

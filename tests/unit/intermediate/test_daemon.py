@@ -209,8 +209,8 @@ def test_high_avg10_alone_is_only_lag(spawn, start_daemon, psi):
 
 def test_resume_waits_for_memory_headroom(spawn, start_daemon, psi):
     victim = spawn("roomy", rss_mb=10)
-    # A factor no machine can satisfy: the balloon is "still inflated", resuming is blocked.
-    daemon = start_daemon("--resume-headroom", "1000000")
+    # A reserve no machine can keep: the balloon is "still inflated", resuming is blocked.
+    daemon = start_daemon("--resume-reserve", "100000000")
     psi.set(50)
     wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
     psi.set(0)
