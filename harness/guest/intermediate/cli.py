@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     act = run.add_argument_group("actions")
     act.add_argument("--stop-interval", type=_seconds, default=1.0, metavar="S", help="time between two stops or resumes (default 1)")
     act.add_argument("--resume-headroom", type=_factor, default=1.0, metavar="F", help="resume only if MemAvailable >= F x VmSwap + reserve; 0 disables (default 1)")
+    act.add_argument("--resume-grace", type=_seconds, default=5.0, metavar="S", help="after a resume, only avg10 >= stop-above stops again for S seconds (default 5)")
     act.add_argument("--resume-reserve", type=_factor, default=64.0, metavar="MIB", help="MemAvailable to keep after a resume's swap-in (default 64)")
     act.add_argument("--max-stopped", type=_seconds, default=None, metavar="S", help="resume any process stopped for S seconds")
     act.add_argument("--method", choices=[m.value for m in FreezeMethod], default="signal", help="signal (SIGSTOP/SIGCONT, default) or cgroup (cgroup.freeze)")
@@ -160,6 +161,7 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
         stop_interval=args.stop_interval,
         resume_headroom=args.resume_headroom,
         resume_reserve_kb=int(args.resume_reserve * 1024),
+        resume_grace=args.resume_grace,
         max_stopped=args.max_stopped,
         method=FreezeMethod(args.method),
         state_dir=args.state_dir,

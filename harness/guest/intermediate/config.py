@@ -70,6 +70,9 @@ class DaemonConfig:
     resume_headroom: float = 1.0
     # What must stay available after a resumed unit's swapped-out pages have come back.
     resume_reserve_kb: int = 64 * 1024
+    # After a resume, a fast-signal spike alone (the resumed pages coming back) does not stop
+    # anything for this long; sustained pressure (avg10 >= stop-above) still does.
+    resume_grace: float = 5.0
     max_stopped: float | None = None
     method: FreezeMethod = FreezeMethod.SIGNAL
     state_dir: str = DEFAULT_STATE_DIR
@@ -91,6 +94,8 @@ class DaemonConfig:
             raise ValueError(f"--stop-interval must be > 0, got {self.stop_interval}")
         if self.resume_headroom < 0:
             raise ValueError(f"--resume-headroom must be >= 0, got {self.resume_headroom}")
+        if self.resume_grace < 0:
+            raise ValueError(f"--resume-grace must be >= 0, got {self.resume_grace}")
         if self.resume_reserve_kb < 0:
             raise ValueError(f"--resume-reserve must be >= 0, got {self.resume_reserve_kb // 1024}")
         if self.max_stopped is not None and self.max_stopped <= 0:

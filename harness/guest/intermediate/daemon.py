@@ -98,6 +98,7 @@ class Daemon:
         self.calm_since: float | None = None
         self.next_stop_at = 0.0
         self.next_resume_at = 0.0
+        self.last_resume_at = float("-inf")
         self.last_pressure_event = float("-inf")
         self.reported_skips: set[tuple[int | None, str]] = set()
         self.reported_blocked: set[str] = set()
@@ -296,6 +297,11 @@ class Daemon:
         assert self.source is not None
         self.reading = self.source.read()
         self.level = pressure_level(self.reading, self.thresholds)
+        if (self.level is PressureLevel.HIGH and now - self.last_resume_at < self.config.resume_grace
+                and self.reading.some_avg10 < self.thresholds.stop_above):
+            # A resumed process pages its swapped-out memory back in, which stalls for a
+            # moment by design: within the grace only sustained pressure (avg10) stops again.
+            self.level = PressureLevel.BETWEEN
         if self.level is PressureLevel.CALM:
             self.calm_since = now if self.calm_since is None else self.calm_since
         else:
@@ -554,6 +560,7 @@ class Daemon:
             result = freezer_for(unit).thaw(unit)
         del self.stopped[index]
         self.stopped_at.pop(unit.key, None)
+        self.last_resume_at = time.monotonic()
         if not self.config.dry_run:
             self.store.save(self.stopped)  # after the signal: a crash in between only repeats it
         if not result.done:

@@ -307,3 +307,22 @@ def test_psi_trigger_mode_runs_idle(spawn, start_daemon):
     time.sleep(1.2)
     assert not is_stopped(victim.pid)
     assert daemon.terminate() == 0
+
+
+def test_resume_grace_ignores_the_swap_in_spike_but_not_sustained_pressure(spawn, start_daemon, psi):
+    victim = spawn("pager", rss_mb=10)
+    daemon = start_daemon("--hold", "0.5", "--resume-grace", "3")
+    psi.set(50)
+    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+    psi.set(0, avg10=0)
+    wait_for(lambda: not is_stopped(victim.pid), 5, what="resumed")
+    resumed_at = time.monotonic()
+    # A short spike of the fast signal with a quiet avg10: what paging a resumed process back
+    # in looks like. Within the grace it stops nothing.
+    psi.set(60, avg10=0)
+    stays(lambda: not is_stopped(victim.pid), 2.0, what="running through the swap-in spike")
+    assert len(daemon.events("stop")) == 1
+    # Sustained pressure (avg10 above stop-above) stops it again, grace or not.
+    psi.set(60, avg10=40)
+    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped again under sustained pressure")
+    assert time.monotonic() - resumed_at < 6
