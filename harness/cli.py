@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -13,7 +14,9 @@ from rich.table import Table
 
 from harness.errors import HarnessError
 
-console = Console(stderr=False)
+# Logs (CI, `make demo | tee`) are not terminals; rich would wrap the comparison table at 80
+# columns there, so give it room unless COLUMNS says otherwise.
+console = Console(stderr=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 110)
 
 
 def _options_args(parser: argparse.ArgumentParser) -> None:
