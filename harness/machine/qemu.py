@@ -32,7 +32,7 @@ from harness.image.seed import SeedSpec, write_seed_iso
 from harness.image.sshkey import SshKey
 from harness.machine.base import CMDLINE, PROCESS_LOG, QMP_LOG, SERIAL_LOG, Machine
 from harness.machine.qmp import QmpConnection, QmpError
-from harness.machine.snapshot import DISK, STATE, SavedState, save_running
+from harness.machine.snapshot import DISK, STATE, SavedState, save_running, wait_migration
 
 log = logging.getLogger(__name__)
 
@@ -180,15 +180,14 @@ class QemuMachine(Machine):
         self.qmp: QmpConnection | None = None
         self._balloon: QemuBalloon | None = None
         self._argv: list[str] = []
-        #: Set by a restore: the migration stream to load instead of booting.
-        self.incoming_uri: str | None = None
-        #: Set by a restore: the disk to put this VM's overlay on instead of the image's.
-        self.base_disk: tuple[Path, str] | None = None
+        #: Set by a restore: the saved guest to load (its state, and its frozen disk under
+        #: this VM's overlay) instead of booting.
+        self.saved: SavedState | None = None
 
     # -- launch -------------------------------------------------------------------------
     def prepare_disks(self) -> None:
         self.vm_dir.mkdir(parents=True, exist_ok=True)
-        base, fmt = self.base_disk or (self.image.disk, self.image.disk_format)
+        base, fmt = (self.saved.disk, "qcow2") if self.saved else (self.image.disk, self.image.disk_format)
         create_overlay(base, fmt, self.files.overlay)
         seed = seed_spec_for(self.spec, self.image, self.key, self.instance_id)
         write_seed_iso(seed, self.files.seed)
@@ -197,7 +196,7 @@ class QemuMachine(Machine):
     def launch(self) -> None:
         self.prepare_disks()
         self._argv = build_argv(self.spec, self.image, self.accel, self.files,
-                                incoming=self.incoming_uri is not None)
+                                incoming=self.restored)
         (self.vm_dir / CMDLINE).write_text(self.command_line() + "\n")
         self.qmp = QmpConnection(self.name, self.files.qmp_socket, self.vm_dir / QMP_LOG)
         self.qmp.listen()
@@ -213,7 +212,7 @@ class QemuMachine(Machine):
         self.files.pidfile.write_text(f"{self.process.pid}\n")
         self._accept_qmp()
         self._balloon = QemuBalloon(self.qmp, self.spec.memory_mib)
-        if self.incoming_uri is not None:
+        if self.restored:
             self._load_incoming()
         self.ssh_port = self._read_ssh_port()
         try:
@@ -236,24 +235,20 @@ class QemuMachine(Machine):
                               output=self._process_output()) from None
 
     def _load_incoming(self) -> None:
-        assert self.qmp is not None
-        self.qmp.execute("migrate-incoming", {"uri": self.incoming_uri})
-        deadline = time.monotonic() + self.timeouts.boot
-        while True:
-            status = self.qmp.execute("query-migrate").get("status")
-            if status == "completed":
-                break
-            if status == "failed" or self.process.poll() is not None:
-                raise LaunchError(f"Restoring {self.name} from {self.incoming_uri} failed "
-                                  f"(migration status {status}).", command=self._argv,
-                                  output=self._process_output(),
-                                  fix="delete the saved state (balloon-harness snapshots "
-                                      "clear) so that the next run boots afresh.")
-            if time.monotonic() > deadline:
-                raise LaunchError(f"Restoring {self.name} did not complete in "
-                                  f"{self.timeouts.boot:.0f} s.", command=self._argv)
-            self.qmp.wait_event("MIGRATION", timeout=0.2)
-        self.qmp.execute("cont")
+        assert self.qmp is not None and self.process is not None and self.saved is not None
+        self.qmp.execute("migrate-incoming", {"uri": self.saved.incoming_uri})
+        status = wait_migration(self.qmp, self.timeouts.boot, alive=lambda: self.process.poll() is None).get("status")
+        if status == "completed":
+            self.qmp.execute("cont")
+            return
+        if status in ("failed", "cancelled") or self.process.poll() is not None:
+            raise LaunchError(f"Restoring {self.name} from {self.saved.state} failed "
+                              f"(migration status {status}).", command=self._argv,
+                              output=self._process_output(),
+                              fix=f"delete the saved state {self.saved.folder} so that the next run "
+                                  f"boots afresh (or boot with --vm-fresh-boot).")
+        raise LaunchError(f"Restoring {self.name} did not complete in "
+                          f"{self.timeouts.boot:.0f} s.", command=self._argv)
 
     def _read_ssh_port(self) -> int:
         assert self.qmp is not None
@@ -311,12 +306,11 @@ class QemuMachine(Machine):
     # -- boot once, restore many -------------------------------------------------------
     def restore_from(self, saved: SavedState) -> None:
         """Make the next start() load `saved` instead of booting."""
-        self.base_disk = (saved.disk, "qcow2")
-        self.incoming_uri = saved.incoming_uri
+        self.saved = saved
 
     @property
     def restored(self) -> bool:
-        return self.incoming_uri is not None
+        return self.saved is not None
 
     def after_ready(self) -> None:
         if not self.restored:

@@ -10,6 +10,7 @@ fixed after `cont`: clock, hostname, and the kernel RNG (reseeded from the host)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -17,6 +18,7 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from harness.config import Backend, BootPath, VMSpec
 from harness.errors import HarnessError
 from harness.image.cache import ImageCache
 from harness.machine.qmp import QmpConnection
+from harness.waiting import Deadline
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ def restorable(spec: VMSpec) -> bool:
             and not spec.extra_kernel_args and not spec.extra_qemu_args)
 
 
+@functools.cache  # every restore computes a key; the binary does not change under us
 def _qemu_version(binary: str) -> str:
     try:
         return subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout.split("\n")[0]
@@ -78,16 +82,24 @@ def save_running(qmp: QmpConnection, state_file: Path, timeout: float) -> float:
     # No throttling: the guest is paused, the only limit is the disk.
     qmp.execute("migrate-set-parameters", {"max-bandwidth": 64 << 30})
     qmp.execute("migrate", {"uri": f"exec:cat > {state_file}"})
-    deadline = time.monotonic() + timeout
+    info = wait_migration(qmp, timeout)
+    status = info.get("status")
+    if status == "completed":
+        return time.monotonic() - started
+    if status in ("failed", "cancelled"):
+        raise HarnessError(f"Saving the guest state failed: {info.get('error-desc', status)}.")
+    raise HarnessError(f"Saving the guest state did not finish in {timeout:.0f} s.")
+
+
+def wait_migration(qmp: QmpConnection, timeout: float, alive: Callable[[], bool] = lambda: True) -> dict:
+    """Poll `query-migrate` (woken by MIGRATION events) until the migration has ended
+    (completed, failed, cancelled), QEMU is no longer `alive`, or the deadline passes;
+    returns the last answer and leaves judging it to the caller."""
+    deadline = Deadline(timeout)
     while True:
         info = qmp.execute("query-migrate")
-        status = info.get("status")
-        if status == "completed":
-            return time.monotonic() - started
-        if status in ("failed", "cancelled"):
-            raise HarnessError(f"Saving the guest state failed: {info.get('error-desc', status)}.")
-        if time.monotonic() > deadline:
-            raise HarnessError(f"Saving the guest state did not finish in {timeout:.0f} s.")
+        if info.get("status") in ("completed", "failed", "cancelled") or not alive() or deadline.expired():
+            return info
         qmp.wait_event("MIGRATION", timeout=0.2)
 
 
@@ -123,10 +135,3 @@ class SnapshotStore:
         saved = self.load(key)
         assert saved is not None
         return saved
-
-    def clear(self) -> int:
-        count = 0
-        for folder in self.cache.snapshots.iterdir():
-            shutil.rmtree(folder, ignore_errors=True)
-            count += 1
-        return count
