@@ -26,6 +26,7 @@ from harness.waiting import Deadline, wait_for
 log = logging.getLogger(__name__)
 
 SERIAL_LOG, CMDLINE, QMP_LOG, PROCESS_LOG = "serial.log", "cmdline.txt", "qmp.jsonl", "qemu.log"
+SEED_COPY = "seed-user-data.txt"
 
 
 class Machine(abc.ABC):
@@ -189,7 +190,7 @@ class Machine(abc.ABC):
         """Copy the evidence of this VM to `dest`: serial log, command line, QMP traffic,
         hypervisor output and, if the guest still answers, its dmesg and journal."""
         dest.mkdir(parents=True, exist_ok=True)
-        for name in (SERIAL_LOG, CMDLINE, QMP_LOG, PROCESS_LOG, "seed-user-data.txt"):
+        for name in (SERIAL_LOG, CMDLINE, QMP_LOG, PROCESS_LOG, SEED_COPY):
             src = self.vm_dir / name
             if src.exists():
                 shutil.copy2(src, dest / name)

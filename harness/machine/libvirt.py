@@ -22,10 +22,9 @@ from harness.balloon import Balloon, BalloonState, GuestMemoryStats
 from harness.config import VMSpec
 from harness.errors import HarnessError, LaunchError, MissingDependency
 from harness.image.guest_image import GuestImage
-from harness.image.seed import write_seed_iso
 from harness.image.sshkey import SshKey
 from harness.machine.base import CMDLINE, PROCESS_LOG, Machine
-from harness.machine.qemu import VmFiles, create_overlay, kernel_cmdline, seed_spec_for
+from harness.machine.qemu import VmFiles, kernel_cmdline, prepare_vm_disks, seed_spec_for, ssh_forward_port
 from harness.runtime import RUN_PREFIX, Run
 
 log = logging.getLogger(__name__)
@@ -182,10 +181,8 @@ class LibvirtMachine(Machine):
 
     def launch(self) -> None:
         libvirt = _libvirt()
-        self.vm_dir.mkdir(parents=True, exist_ok=True)
-        create_overlay(self.image.disk, self.image.disk_format, self.files.overlay)
-        seed = seed_spec_for(self.spec, self.image, self.key, self.instance_id)
-        write_seed_iso(seed, self.files.seed)
+        prepare_vm_disks(self.files, self.image.disk, self.image.disk_format,
+                         seed_spec_for(self.spec, self.image, self.key, self.instance_id))
         self._xml = domain_xml(self.domain_name, self.spec, self.image, self.accel, self.files, self.run.run_id)
         (self.vm_dir / "domain.xml").write_text(self._xml)
         self.conn = connect(self.uri)
@@ -211,9 +208,9 @@ class LibvirtMachine(Machine):
         while True:
             text = libvirt_qemu.qemuMonitorCommand(self.domain, "info usernet",
                                                    libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
-            match = re.search(r"HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+\S+\s+22\b", text)
-            if match:
-                return int(match[1])
+            port = ssh_forward_port(text)
+            if port is not None:
+                return port
             if time.monotonic() > deadline:
                 raise LaunchError(f"Cannot find the SSH forward of {self.domain_name} in `info usernet`:\n{text}",
                                   command=["<domain XML>", self._xml])

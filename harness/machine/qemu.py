@@ -30,7 +30,7 @@ from harness.hosttools import require_tool
 from harness.image.guest_image import GuestImage, ImageKind
 from harness.image.seed import SeedSpec, write_seed_iso
 from harness.image.sshkey import SshKey
-from harness.machine.base import CMDLINE, PROCESS_LOG, QMP_LOG, SERIAL_LOG, Machine
+from harness.machine.base import CMDLINE, PROCESS_LOG, QMP_LOG, SEED_COPY, SERIAL_LOG, Machine
 from harness.machine.qmp import QmpConnection, QmpError
 from harness.machine.snapshot import DISK, STATE, SavedState, save_running, wait_migration
 
@@ -86,6 +86,24 @@ def create_overlay(base: Path, base_format: str, overlay: Path) -> None:
         raise ImageError(f"Cannot create an overlay on {base}: {proc.stderr.strip()}",
                          fix="check that the base image exists and is readable; rebuild it "
                              "with `balloon-harness image build --force` if it is damaged.")
+
+
+def prepare_vm_disks(files: VmFiles, base: Path, base_format: str, seed: SeedSpec) -> None:
+    """The VM's own overlay on `base` and its NoCloud seed, plus a readable copy of the seed
+    for the artifacts."""
+    files.root.mkdir(parents=True, exist_ok=True)
+    create_overlay(base, base_format, files.overlay)
+    write_seed_iso(seed, files.seed)
+    (files.root / SEED_COPY).write_text(seed.meta_data() + "---\n" + seed.user_data())
+
+
+#: How HMP `info usernet` lists the SSH forward: the host port chosen for port 0.
+SSH_FORWARD = re.compile(r"HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+\S+\s+22\b")
+
+
+def ssh_forward_port(usernet: str) -> int | None:
+    match = SSH_FORWARD.search(usernet)
+    return int(match[1]) if match else None
 
 
 def seed_spec_for(spec: VMSpec, image: GuestImage, key: SshKey, instance_id: str) -> SeedSpec:
@@ -185,16 +203,9 @@ class QemuMachine(Machine):
         self.saved: SavedState | None = None
 
     # -- launch -------------------------------------------------------------------------
-    def prepare_disks(self) -> None:
-        self.vm_dir.mkdir(parents=True, exist_ok=True)
-        base, fmt = (self.saved.disk, "qcow2") if self.saved else (self.image.disk, self.image.disk_format)
-        create_overlay(base, fmt, self.files.overlay)
-        seed = seed_spec_for(self.spec, self.image, self.key, self.instance_id)
-        write_seed_iso(seed, self.files.seed)
-        (self.vm_dir / "seed-user-data.txt").write_text(seed.meta_data() + "---\n" + seed.user_data())
-
     def launch(self) -> None:
-        self.prepare_disks()
+        base, fmt = (self.saved.disk, "qcow2") if self.saved else (self.image.disk, self.image.disk_format)
+        prepare_vm_disks(self.files, base, fmt, seed_spec_for(self.spec, self.image, self.key, self.instance_id))
         self._argv = build_argv(self.spec, self.image, self.accel, self.files,
                                 incoming=self.restored)
         (self.vm_dir / CMDLINE).write_text(self.command_line() + "\n")
@@ -253,11 +264,11 @@ class QemuMachine(Machine):
     def _read_ssh_port(self) -> int:
         assert self.qmp is not None
         text = self.qmp.hmp("info usernet")
-        match = re.search(r"HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+\S+\s+22\b", text)
-        if not match:
+        port = ssh_forward_port(text)
+        if port is None:
             raise LaunchError(f"Cannot find the SSH port forward of {self.name} in "
                               f"`info usernet`:\n{text}", command=self._argv)
-        return int(match[1])
+        return port
 
     def _process_output(self) -> str:
         try:
