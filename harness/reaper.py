@@ -68,18 +68,20 @@ def kill_pids(pids: list[int]) -> None:
 
 def reap(libvirt_uri: str | None = None, include_libvirt: bool = True) -> ReapReport:
     report = ReapReport()
+    # One look at who is alive: a run judged dead here is reaped everywhere below.
     dead: list[Run] = []
     for run in all_runs():
-        (report.live_runs if run.owner_alive() else dead).append(run)
-    live_ids = {r.path.name for r in all_runs() if r.owner_alive()}
+        if run.owner_alive():
+            report.live_runs.append(run.run_id)
+        else:
+            dead.append(run)
     for run in dead:
         pids = qemu_processes_under(run.path)
         kill_pids(pids)
         report.killed_pids += pids
-    report.live_runs = sorted(live_ids)
     if include_libvirt:
         from harness.machine.libvirt_reap import reap_domains
-        report.destroyed_domains = reap_domains(libvirt_uri, keep_run_ids=live_ids)
+        report.destroyed_domains = reap_domains(libvirt_uri, keep_run_ids=set(report.live_runs))
     for run in dead:
         remove_run_dir(run)
         report.removed_runs.append(run.run_id)
