@@ -7,6 +7,7 @@ import json
 import shlex
 from dataclasses import dataclass, field
 
+from harness.guest.intermediate.config import FreezeMethod, Thresholds
 from harness.guestcode import GUEST_DATA, install_guest_code, read_guest_jsonl
 from harness.machine.base import Machine
 
@@ -22,10 +23,11 @@ CONTROL = "/run/balloon-harness/intermediate.sock"
 class IntermediateOptions:
     """The daemon's options as the harness passes them (see harness/guest/intermediate)."""
 
-    stop_above: float = 20.0
-    resume_below: float = 5.0
-    hold_s: float = 2.0
-    method: str = "signal"
+    # The daemon's own defaults, so that a scenario that says nothing means what the daemon means.
+    stop_above: float = Thresholds.stop_above
+    resume_below: float = Thresholds.resume_below
+    hold_s: float = Thresholds.hold
+    method: str = FreezeMethod.SIGNAL.value
     protect_cgroups: tuple[str, ...] = ()
     protect_comms: tuple[str, ...] = ()
     #: sftp-server runs under sshd for the harness's file transfers.

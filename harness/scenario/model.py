@@ -10,6 +10,8 @@ from typing import Any
 
 from harness.config import Backend, SwapSpec
 from harness.errors import ConfigError
+from harness.guest.intermediate.config import FreezeMethod
+from harness.intermediate import IntermediateOptions
 from harness.workloads import ALLOWED_ARGS, Role, WorkloadKind, WorkloadSpec
 
 
@@ -35,13 +37,19 @@ class BalloonStep:
 @dataclass(frozen=True)
 class IntermediateSection:
     enabled: bool = True
-    stop_above: float = 20.0
-    resume_below: float = 5.0
-    hold_s: float = 2.0
-    method: str = "signal"
+    stop_above: float = IntermediateOptions.stop_above
+    resume_below: float = IntermediateOptions.resume_below
+    hold_s: float = IntermediateOptions.hold_s
+    method: str = IntermediateOptions.method
     max_stopped_s: float | None = None
     resume_headroom: float | None = None
     resume_reserve_mib: float | None = None
+
+    def options(self, protect_cgroups: tuple[str, ...]) -> IntermediateOptions:
+        return IntermediateOptions(
+            stop_above=self.stop_above, resume_below=self.resume_below, hold_s=self.hold_s,
+            method=self.method, protect_cgroups=protect_cgroups, max_stopped_s=self.max_stopped_s,
+            resume_headroom=self.resume_headroom, resume_reserve_mib=self.resume_reserve_mib)
 
 
 @dataclass(frozen=True)
@@ -153,14 +161,15 @@ def parse_scenario(text: str, where: str = "<scenario>", source: Path | None = N
     meta.unknown_keys({"name", "description", "time_limit_s"})
     vm = root.table("vm")
     vm.unknown_keys({"memory_mib", "cpus", "swap", "backend"})
-    swap_text = vm.get("swap", str, "file:1024")
+    vm_defaults = VmSection()
+    swap_text = vm.get("swap", str, str(vm_defaults.swap))
     try:
         swap = SwapSpec.parse(swap_text)
     except ConfigError:
         raise vm.fail("swap", '"none", "file:MIB" or "zram:MIB"', swap_text) from None
     backend = vm.get("backend", str, None, choices=("qemu", "libvirt"))
-    vm_section = VmSection(memory_mib=vm.get("memory_mib", int, 1024, minimum=256),
-                           cpus=vm.get("cpus", int, 2, minimum=1), swap=swap,
+    vm_section = VmSection(memory_mib=vm.get("memory_mib", int, vm_defaults.memory_mib, minimum=256),
+                           cpus=vm.get("cpus", int, vm_defaults.cpus, minimum=1), swap=swap,
                            backend=Backend(backend) if backend else None)
 
     workloads = []
@@ -196,10 +205,12 @@ def parse_scenario(text: str, where: str = "<scenario>", source: Path | None = N
     im = root.table("intermediate")
     im.unknown_keys({"enabled", "stop_above", "resume_below", "hold_s", "method", "max_stopped_s",
                      "resume_headroom", "resume_reserve_mib"})
+    d = IntermediateSection()
     intermediate = IntermediateSection(
-        enabled=im.get("enabled", bool, True), stop_above=im.get("stop_above", float, 20.0, minimum=0),
-        resume_below=im.get("resume_below", float, 5.0, minimum=0), hold_s=im.get("hold_s", float, 2.0, minimum=0),
-        method=im.get("method", str, "signal", choices=("signal", "cgroup")),
+        enabled=im.get("enabled", bool, d.enabled), stop_above=im.get("stop_above", float, d.stop_above, minimum=0),
+        resume_below=im.get("resume_below", float, d.resume_below, minimum=0),
+        hold_s=im.get("hold_s", float, d.hold_s, minimum=0),
+        method=im.get("method", str, d.method, choices=tuple(m.value for m in FreezeMethod)),
         max_stopped_s=im.get("max_stopped_s", float, None, minimum=0),
         resume_headroom=im.get("resume_headroom", float, None, minimum=0),
         resume_reserve_mib=im.get("resume_reserve_mib", float, None, minimum=0))

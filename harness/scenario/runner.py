@@ -22,7 +22,6 @@ from harness.errors import HarnessError
 from harness.guestcode import install_guest_code
 from harness.intermediate import (
     STATE_DIR,
-    IntermediateOptions,
     read_events,
     start_intermediate,
     stop_intermediate,
@@ -134,12 +133,7 @@ class ScenarioRunner:
         offset = measure_clock_offset(machine)
         self._record({"event": "clock-offset", "guest_minus_host_s": round(offset, 3)})
         if self.mode == "on":
-            options = IntermediateOptions(
-                stop_above=sc.intermediate.stop_above, resume_below=sc.intermediate.resume_below,
-                hold_s=sc.intermediate.hold_s, method=sc.intermediate.method,
-                protect_cgroups=tuple(w.cgroup for w in sc.protected),
-                max_stopped_s=sc.intermediate.max_stopped_s, resume_headroom=sc.intermediate.resume_headroom,
-                resume_reserve_mib=sc.intermediate.resume_reserve_mib)
+            options = sc.intermediate.options(protect_cgroups=tuple(w.cgroup for w in sc.protected))
             start_intermediate(machine, options)
             self._record({"event": "intermediate-started", "argv": options.argv()})
         start_guest_sampler(machine, {w.name: w.progress_path for w in sc.workloads},
