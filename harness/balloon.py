@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.errors import ConfigError
+from harness.waiting import Deadline
 
 MIB = 1024 * 1024
 
@@ -95,10 +96,10 @@ class BalloonController:
                    interval: float = 0.2) -> BalloonWait:
         """Poll `actual` until it is within `tolerance_mib` of the target or the deadline
         passes; never raises on a miss, it reports how far the balloon got."""
-        started = time.monotonic()
+        deadline = Deadline(timeout)
         while True:
             actual = self.balloon.state().actual_mib
-            elapsed = time.monotonic() - started
+            elapsed = deadline.elapsed()
             if abs(actual - target_mib) <= tolerance_mib:
                 return BalloonWait(target_mib, True, actual, elapsed)
             if elapsed >= timeout:

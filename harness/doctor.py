@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.accel import probe_kvm
-from harness.hosttools import install_hint
+from harness.hosttools import find_tool, install_hint
 from harness.image.build import load_built
 from harness.image.cache import ImageCache
 from harness.image.recipe import Recipe
@@ -36,7 +35,7 @@ def _version(argv: list[str]) -> str:
 
 
 def _tool(name: str, version_args: list[str] | None, required: bool = True) -> Check:
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    path = find_tool(name)
     if not path:
         return Check(name, False, "not installed", install_hint(name), required)
     return Check(name, True, f"{path} ({_version([path, *version_args])})" if version_args else path,

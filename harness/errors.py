@@ -42,9 +42,9 @@ class LaunchError(HarnessError):
         self.output = output
         detail = message
         if output.strip():
-            detail += f"\nQEMU said:\n{_indent(output.strip())}"
+            detail += f"\nQEMU said:\n{indent(output.strip())}"
         if self.command:
-            detail += f"\nCommand line:\n{_indent(' '.join(self.command))}"
+            detail += f"\nCommand line:\n{indent(' '.join(self.command))}"
         super().__init__(detail, fix=fix)
 
 
@@ -72,8 +72,8 @@ class GuestCommandError(HarnessError):
         self.stderr = stderr
         tail = (stderr.strip() or stdout.strip())[-2000:]
         super().__init__(f"Guest command {command!r} exited with {exit_status}."
-                         + (f"\n{_indent(tail)}" if tail else ""))
+                         + (f"\n{indent(tail)}" if tail else ""))
 
 
-def _indent(text: str, prefix: str = "    ") -> str:
+def indent(text: str, prefix: str = "    ") -> str:
     return "\n".join(prefix + line for line in text.splitlines())

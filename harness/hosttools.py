@@ -22,8 +22,13 @@ def install_hint(tool: str) -> str:
     return f"sudo apt-get install -y {package}"
 
 
+def find_tool(tool: str) -> str | None:
+    # Daemons such as libvirtd live in sbin, which a non-root PATH often lacks.
+    return shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
+
+
 def require_tool(tool: str) -> str:
-    path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
+    path = find_tool(tool)
     if path is None:
         raise MissingDependency(f"The program {tool!r} is not installed.", fix=install_hint(tool))
     return path

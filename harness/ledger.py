@@ -20,6 +20,7 @@ from harness.balloon import BalloonController
 from harness.guestcode import GUEST_DATA, read_guest_jsonl
 from harness.machine.base import Machine
 from harness.machine.qmp import QmpError
+from harness.ssh import CONTROL_ENV
 
 GUEST_LEDGER = f"{GUEST_DATA}/ledger-guest.jsonl"
 SAMPLER_UNIT = "bh-sampler.service"
@@ -84,7 +85,7 @@ def start_guest_sampler(machine: Machine, progress: dict[str, str], state_dir: s
     machine.ssh.run(f"rm -f {GUEST_LEDGER}; systemctl stop {SAMPLER_UNIT} 2>/dev/null; "
                     f"systemctl reset-failed {SAMPLER_UNIT} 2>/dev/null; "
                     f"systemd-run --quiet --unit={SAMPLER_UNIT} -p OOMScoreAdjust=-1000 "
-                    f"-E BALLOON_HARNESS_CONTROL=1 -E PYTHONPATH=/opt/balloon-harness "
+                    f"-E {CONTROL_ENV} -E PYTHONPATH=/opt/balloon-harness "
                     f"python3 -m harness.guest.sampler " + " ".join(args))
 
 

@@ -20,8 +20,7 @@ from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 
 from harness.errors import GuestCommandError, HarnessError
-
-CONTROL_ENV = "BALLOON_HARNESS_CONTROL=1"
+from harness.guest.intermediate.config import CONTROL_ENV_MARKER as CONTROL_ENV
 
 # Readiness polling makes paramiko log every refused banner at ERROR; failures that matter
 # reach the caller as SshUnavailable with the cause.

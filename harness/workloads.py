@@ -14,6 +14,12 @@ from harness.machine.base import Machine
 # No dash in the slice name: systemd reads dashes in slice names as nesting (a-b.slice
 # lives in a.slice), and the cgroup path below must be exact.
 SLICE = "bhworkloads.slice"
+UNIT_PREFIX = "bh-wl-"
+
+
+def unit_name(workload: str) -> str:
+    """The transient service a workload runs as (its own cgroup under SLICE)."""
+    return f"{UNIT_PREFIX}{workload}.service"
 
 
 class WorkloadKind(enum.Enum):
@@ -50,7 +56,7 @@ class WorkloadSpec:
 
     @property
     def unit(self) -> str:
-        return f"bh-wl-{self.name}.service"
+        return unit_name(self.name)
 
     @property
     def cgroup(self) -> str:
@@ -103,7 +109,7 @@ def start_workload(machine: Machine, spec: WorkloadSpec) -> None:
 
 
 def workload_status(machine: Machine, name: str, timeout: float | None = None) -> WorkloadStatus:
-    out = machine.ssh.run(f"systemctl show bh-wl-{name}.service -p ActiveState -p Result "
+    out = machine.ssh.run(f"systemctl show {unit_name(name)} -p ActiveState -p Result "
                           f"-p ExecMainStatus -p MainPID", timeout=timeout).stdout
     props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     exit_status = props.get("ExecMainStatus")
@@ -118,5 +124,5 @@ def read_progress(machine: Machine, spec: WorkloadSpec) -> list[dict]:
 
 
 def stop_all_workloads(machine: Machine, timeout: float | None = None) -> None:
-    machine.ssh.run(f"systemctl stop {SLICE}; systemctl reset-failed 'bh-wl-*' 2>/dev/null; true",
+    machine.ssh.run(f"systemctl stop {SLICE}; systemctl reset-failed '{UNIT_PREFIX}*' 2>/dev/null; true",
                     timeout=timeout, check=False)

@@ -17,7 +17,7 @@ from types import TracebackType
 from harness.accel import Accel
 from harness.balloon import Balloon
 from harness.config import BootPath, Timeouts, VMSpec
-from harness.errors import HarnessError, WaitTimeout
+from harness.errors import HarnessError, WaitTimeout, indent
 from harness.image.guest_image import GuestImage, ImageKind
 from harness.image.sshkey import SshKey
 from harness.ssh import GuestShell, SshUnavailable
@@ -183,8 +183,8 @@ class Machine(abc.ABC):
         return "\n".join(tail) if tail else "(serial console is empty)"
 
     def failure_context(self) -> str:
-        return (f"Serial console ({self.serial_log}), last lines:\n{_indent(self.serial_tail())}\n"
-                f"Command line:\n{_indent(self.command_line())}")
+        return (f"Serial console ({self.serial_log}), last lines:\n{indent(self.serial_tail())}\n"
+                f"Command line:\n{indent(self.command_line())}")
 
     def collect_artifacts(self, dest: Path) -> Path:
         """Copy the evidence of this VM to `dest`: serial log, command line, QMP traffic,
@@ -206,6 +206,3 @@ class Machine(abc.ABC):
                 (dest / local).write_text(f"(not collected: {exc})\n")
         return dest
 
-
-def _indent(text: str) -> str:
-    return "\n".join("    " + line for line in text.splitlines())
