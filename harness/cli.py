@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     image = sub.add_parser("image", help="the guest image").add_subparsers(dest="image_command", required=True)
     build = image.add_parser("build", help="build the default guest image (cached by recipe hash)")
-    build.add_argument("--recipe", default="debian-bookworm")
+    from harness.image.recipe import DEFAULT_RECIPE
+    build.add_argument("--recipe", default=DEFAULT_RECIPE)
     build.add_argument("--force", action="store_true", help="rebuild even if cached")
     build.set_defaults(func=cmd_image_build)
 

@@ -9,10 +9,9 @@ import hashlib
 import io
 import json
 import tarfile
-from pathlib import Path
 
 from harness.machine.base import Machine
-from harness.resources import guest_code_files, guest_images_dir, workloads_dir
+from harness.resources import guest_install_files
 
 GUEST_ROOT = "/opt/balloon-harness"
 GUEST_DATA = "/var/lib/balloon-harness"
@@ -21,15 +20,10 @@ WORKLOADS = f"{GUEST_ROOT}/workloads"
 
 def _bundle() -> tuple[bytes, str]:
     """A tarball of everything to install, and its digest (to skip a repeated install)."""
-    entries: list[tuple[str, Path]] = [(f"opt/balloon-harness/{rel}", src) for src, rel in guest_code_files()]
-    entries += [(f"opt/balloon-harness/workloads/{p.name}", p)
-                for p in sorted(workloads_dir().glob("*.py"))]
-    units = guest_images_dir() / "files"
-    entries += [(f"etc/systemd/system/{p.name}", p) for p in sorted(units.glob("*.service"))] if units.is_dir() else []
     buf = io.BytesIO()
     digest = hashlib.sha256()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, src in entries:
+        for src, name in guest_install_files(workloads=True):
             data = src.read_bytes()
             digest.update(name.encode() + b"\0" + data)
             info = tarfile.TarInfo(name)

@@ -36,3 +36,16 @@ def guest_code_files() -> list[tuple[Path, str]]:
             continue
         files.append((path, f"harness/guest/{path.relative_to(guest).as_posix()}"))
     return files
+
+
+def guest_install_files(*, workloads: bool) -> list[tuple[Path, str]]:
+    """What the guest gets, as (source, path relative to the guest's /): the guest code and
+    its systemd units (baked into the built image and synced again at run time), plus, with
+    `workloads`, the workload programs (synced at run time only)."""
+    files = [(src, f"opt/balloon-harness/{rel}") for src, rel in guest_code_files()]
+    if workloads:
+        files += [(p, f"opt/balloon-harness/workloads/{p.name}") for p in sorted(workloads_dir().glob("*.py"))]
+    units = guest_images_dir() / "files"
+    if units.is_dir():
+        files += [(p, f"etc/systemd/system/{p.name}") for p in sorted(units.glob("*.service"))]
+    return files

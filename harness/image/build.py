@@ -23,7 +23,7 @@ from harness.image.cache import ImageCache
 from harness.image.guest_image import GuestImage, ImageKind
 from harness.image.initrd import build_lean_initrd
 from harness.image.recipe import Recipe
-from harness.resources import guest_code_files, guest_images_dir
+from harness.resources import guest_install_files
 
 Progress = Callable[[str], None]
 
@@ -149,14 +149,8 @@ def _stage_overlay(recipe: Recipe, staging: Path) -> Path:
     """Everything copied into the new root before customize.sh runs."""
     shutil.copytree(recipe.folder / "rootfs", staging, symlinks=True)
     shutil.copy2(recipe.folder / "customize.sh", staging / "customize.sh")
-    units = guest_images_dir() / "files"
-    if units.is_dir():
-        for unit in sorted(units.glob("*.service")):
-            dest = staging / "etc/systemd/system" / unit.name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(unit, dest)
-    for src, rel in guest_code_files():
-        dest = staging / "opt/balloon-harness" / rel
+    for src, rel in guest_install_files(workloads=False):
+        dest = staging / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dest)
     return staging

@@ -12,6 +12,9 @@ from pathlib import Path
 from harness.errors import ConfigError
 from harness.resources import guest_code_files, guest_images_dir
 
+#: The guest image tests boot unless told otherwise.
+DEFAULT_RECIPE = "debian-bookworm"
+
 #: Bump when the build procedure itself changes in a way the recipe files do not show.
 BUILDER_VERSION = "1"
 
@@ -58,7 +61,7 @@ class Recipe:
                               fix="compare it with guest_images/debian-bookworm/recipe.toml.") from exc
 
     @classmethod
-    def named(cls, name: str = "debian-bookworm") -> Recipe:
+    def named(cls, name: str = DEFAULT_RECIPE) -> Recipe:
         folder = guest_images_dir() / name
         if not folder.is_dir():
             known = ", ".join(sorted(p.name for p in guest_images_dir().iterdir() if p.is_dir()))

@@ -12,16 +12,14 @@ from harness.image.build import ensure_built_image
 from harness.image.cache import ImageCache
 from harness.image.download import cloud_image, fetch
 from harness.image.guest_image import GuestImage
-from harness.image.recipe import Recipe
+from harness.image.recipe import DEFAULT_RECIPE, Recipe
 from harness.resources import guest_images_dir
-
-DEFAULT_IMAGE = "debian-bookworm"
 
 
 def resolve_image(spec: str | None, cache: ImageCache | None = None,
                   progress: Callable[[str], None] = lambda _m: None) -> GuestImage:
     cache = cache or ImageCache.default()
-    spec = (spec or DEFAULT_IMAGE).strip()
+    spec = (spec or DEFAULT_RECIPE).strip()
     if re.match(r"https?://", spec):
         url, _, fragment = spec.partition("#")
         match = re.fullmatch(r"sha256=([0-9a-fA-F]{64})", fragment)
