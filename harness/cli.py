@@ -20,14 +20,15 @@ console = Console(stderr=False, width=None if sys.stdout.isatty() or "COLUMNS" i
 
 
 def _options_args(parser: argparse.ArgumentParser) -> None:
-    from harness.session import env_default
-    parser.add_argument("--accel", choices=["auto", "kvm", "tcg"], default=env_default("ACCEL", "auto"))
+    from harness.session import HarnessOptions, env_default
+    defaults = HarnessOptions  # its field defaults, shared with the pytest options
+    parser.add_argument("--accel", choices=["auto", "kvm", "tcg"], default=env_default("ACCEL", defaults.accel))
     parser.add_argument("--image", default=env_default("IMAGE", "") or None,
                         help="recipe name, cloud image path, or URL#sha256=HEX")
-    parser.add_argument("--memory", type=int, default=1024, help="MiB")
-    parser.add_argument("--cpus", type=int, default=2)
-    parser.add_argument("--swap", default="file:512", help="none, file:MIB or zram:MIB")
-    parser.add_argument("--backend", choices=["qemu", "libvirt"], default=env_default("BACKEND", "qemu"))
+    parser.add_argument("--memory", type=int, default=defaults.memory_mib, help="MiB")
+    parser.add_argument("--cpus", type=int, default=defaults.cpus)
+    parser.add_argument("--swap", default=defaults.swap, help="none, file:MIB or zram:MIB")
+    parser.add_argument("--backend", choices=["qemu", "libvirt"], default=env_default("BACKEND", defaults.backend))
     parser.add_argument("--libvirt-uri", default=env_default("LIBVIRT_URI", "") or None)
 
 

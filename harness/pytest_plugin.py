@@ -41,18 +41,19 @@ log = logging.getLogger(__name__)
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("balloon-harness", "VMs under memory overcommit")
-    group.addoption("--vm-accel", choices=["auto", "kvm", "tcg"], default=env_default("ACCEL", "auto"),
+    defaults = HarnessOptions
+    group.addoption("--vm-accel", choices=["auto", "kvm", "tcg"], default=env_default("ACCEL", defaults.accel),
                     help="accelerator: auto picks KVM only where it really works (default auto)")
     group.addoption("--vm-image", default=env_default("IMAGE", "") or None,
                     help="guest image: a recipe name (default debian-bookworm, built offline), "
                          "a local cloud image path, or URL#sha256=HEX")
-    group.addoption("--vm-memory", type=int, default=int(env_default("MEMORY", "1024")),
-                    help="guest memory in MiB (default 1024)")
-    group.addoption("--vm-cpus", type=int, default=int(env_default("CPUS", "2")),
-                    help="guest vCPUs (default 2)")
-    group.addoption("--vm-swap", default=env_default("SWAP", "file:512"),
-                    help="guest swap: none, file:MIB or zram:MIB (default file:512)")
-    group.addoption("--vm-backend", choices=["qemu", "libvirt"], default=env_default("BACKEND", "qemu"),
+    group.addoption("--vm-memory", type=int, default=int(env_default("MEMORY", str(defaults.memory_mib))),
+                    help=f"guest memory in MiB (default {defaults.memory_mib})")
+    group.addoption("--vm-cpus", type=int, default=int(env_default("CPUS", str(defaults.cpus))),
+                    help=f"guest vCPUs (default {defaults.cpus})")
+    group.addoption("--vm-swap", default=env_default("SWAP", defaults.swap),
+                    help=f"guest swap: none, file:MIB or zram:MIB (default {defaults.swap})")
+    group.addoption("--vm-backend", choices=["qemu", "libvirt"], default=env_default("BACKEND", defaults.backend),
                     help="qemu (embedded, default) or libvirt")
     group.addoption("--libvirt-uri", default=env_default("LIBVIRT_URI", "") or None,
                     help="libvirt URI (default qemu:///system as root, qemu:///session otherwise)")
