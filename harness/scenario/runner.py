@@ -220,15 +220,15 @@ class ScenarioRunner:
                 "items_per_s": final.get("items_per_s") if final else None,
                 "items": final.get("items") if final else None,
             }
-            (self.folder / f"workload-{spec.name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+            _write_jsonl(self.folder / f"workload-{spec.name}.jsonl", records)
         stop_all_workloads(machine, timeout=command_timeout)
         dmesg = machine.ssh.run("dmesg", timeout=command_timeout, check=False).stdout
         (self.folder / "dmesg.txt").write_text(dmesg)
 
         ledger = Ledger.merge(t0, sampler.records, guest_rows, offset, [w.name for w in sc.workloads])
         ledger.write(self.folder)
-        (self.folder / "intermediate-events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in daemon_events))
-        (self.folder / "harness-events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in self.harness_events))
+        _write_jsonl(self.folder / "intermediate-events.jsonl", daemon_events)
+        _write_jsonl(self.folder / "harness-events.jsonl", self.harness_events)
         plot_run(ledger, daemon_events, f"{sc.name}: Intermediate {self.mode}", self.folder / "plot.png")
         if machine.serial_log.exists():
             shutil.copy2(machine.serial_log, self.folder / "serial.log")
@@ -242,6 +242,10 @@ class ScenarioRunner:
         summary["expectations"] = [vars(e) for e in expectations]
         (self.folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         return RunResult(sc, self.mode, self.folder, summary, expectations)
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 def run_scenario(scenario: Scenario, factory: MachineFactory, folder: Path, *, intermediate: bool | None = None,
