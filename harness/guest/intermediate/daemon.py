@@ -18,7 +18,7 @@ from .classify import Category, Classification, Classifier
 from .config import DaemonConfig
 from .control import ControlServer
 from .events import EventLog
-from .freezer import FreezeResult, SignalFreezer, freezer_for
+from .freezer import DryRunFreezer, Freezer, FreezeResult, SignalFreezer, freezer_for
 from .pressure import (
     IDLE_READING,
     FilePressureSource,
@@ -28,7 +28,7 @@ from .pressure import (
     PsiTriggerSource,
     pressure_level,
 )
-from .procs import ProcessTable, read_mem_available_kb, read_memory, read_stat
+from .procs import ProcessTable, is_same_process, read_mem_available_kb, read_memory
 from .recovery import resume_recorded
 from .state import StateStore, StoppedRecord
 from .units import Member, StopUnit, UnitKind, plan_units, read_cgroup_procs
@@ -120,7 +120,7 @@ class Daemon:
         recovered = FreezeResult()
         if cfg.dry_run:
             # Never signals, so it needs neither the lock, nor recovery, nor a watchdog.
-            leftovers = self._peek_leftovers()
+            leftovers = len(self._recorded() or [])
             if leftovers:
                 log.warning("dry run: state dir %s lists %d stopped unit(s); left alone", cfg.state_dir, leftovers)
         else:
@@ -196,11 +196,12 @@ class Daemon:
                 os.close(self._wakeup_w)
                 self._wakeup_r = self._wakeup_w = -1
 
-    def _peek_leftovers(self) -> int:
+    def _recorded(self) -> list[StoppedRecord] | None:
+        """What the state dir lists as stopped; None if it cannot be read."""
         try:
-            return len(self.store.load())
+            return self.store.load()
         except Exception:
-            return 0
+            return None
 
     # == signals, watchdog, poll registration ========================================================
     def _install_signals(self) -> None:
@@ -224,7 +225,7 @@ class Daemon:
 
     def _stop_watchdog(self) -> None:
         if self.watchdog is not None:
-            if self._state_is_empty():
+            if self._recorded() == []:
                 # Everything was resumed and recorded as such: the watchdog has nothing to do.
                 if self.watchdog.poll() is None:
                     self.watchdog.kill()
@@ -236,12 +237,6 @@ class Daemon:
         if self._watchdog_pidfd is not None:
             os.close(self._watchdog_pidfd)
             self._watchdog_pidfd = None
-
-    def _state_is_empty(self) -> bool:
-        try:
-            return not self.store.load()
-        except Exception:
-            return False
 
     def _register_fds(self) -> None:
         self._poller = select.poll()
@@ -355,8 +350,6 @@ class Daemon:
 
     # == classification ============================================================================
     def scan(self, now: float) -> Classification:
-        if self.watchdog is not None:
-            self.classifier.self_pids = {os.getpid(), self.watchdog.pid}
         cls = self.classifier.classify()
         self.classification = cls
         self.last_scan_at = now
@@ -378,9 +371,9 @@ class Daemon:
                         live.append(Member(pid=pid, starttime=stat.starttime, comm=stat.comm))
             if not live:
                 log.debug("stopped unit %s is gone", unit.key)  # dropped quietly
-                if unit.kind is UnitKind.CGROUP and not self.config.dry_run:
+                if unit.kind is UnitKind.CGROUP:
                     # Never leave an empty cgroup frozen: whatever is put there later would freeze.
-                    freezer_for(unit).thaw(unit)
+                    self._freezer(unit).thaw(unit)
                 self.stopped.remove(record)
                 self.stopped_at.pop(unit.key, None)
                 changed = True
@@ -395,8 +388,8 @@ class Daemon:
                 if verdict is not None and verdict.category is not Category.DISTINCT:
                     self._resume_record(self.stopped.index(record), f"reclassified:{verdict.reason}")
                     break
-        if changed and not self.config.dry_run:
-            self.store.save(self.stopped)
+        if changed:
+            self._save()
 
     @staticmethod
     def _alive_in(cls: Classification, member: Member) -> bool:
@@ -443,25 +436,20 @@ class Daemon:
         record = StoppedRecord(unit=unit, since=time.time())
         self.stopped.append(record)
         self.stopped_at[unit.key] = now
-        if self.config.dry_run:
-            result = FreezeResult(done=list(unit.members))
-        else:
-            self.store.save(self.stopped)  # recorded BEFORE the signal is sent
-            result = freezer_for(unit).freeze(unit)
-            if unit.kind is UnitKind.PROCESS_GROUP:
-                unit, result = self._stop_group_newcomers(unit, result)
+        self._save()  # recorded BEFORE the signal is sent
+        result = self._freezer(unit).freeze(unit)
+        if unit.kind is UnitKind.PROCESS_GROUP and not self.config.dry_run:
+            unit, result = self._stop_group_newcomers(unit, result)
         if not result.done:
             self.stopped.pop()
             self.stopped_at.pop(unit.key, None)
-            if not self.config.dry_run:
-                self.store.save(self.stopped)
+            self._save()
             log.debug("unit %s vanished before it could be stopped", unit.key)
             return
         if len(result.done) != len(unit.members):
             unit = unit.with_members(result.done)
             self.stopped[-1] = replace(self.stopped[-1], unit=unit)
-            if not self.config.dry_run:
-                self.store.save(self.stopped)
+            self._save()
         leader = unit.members[0]
         self.events.emit(
             ev.STOP,
@@ -500,6 +488,14 @@ class Daemon:
             result.merge(SignalFreezer().freeze(unit.with_members(newcomers)))
         return unit, result
 
+    # == freezing, and its record on disk (neither in a dry run) ===================================
+    def _freezer(self, unit: StopUnit) -> Freezer:
+        return DryRunFreezer() if self.config.dry_run else freezer_for(unit)
+
+    def _save(self) -> None:
+        if not self.config.dry_run:
+            self.store.save(self.stopped)
+
     # == resuming ==================================================================================
     def _swapped_kb(self, unit: StopUnit) -> int:
         """What resuming the unit will page back in: its VmSwap. (Its resident pages are
@@ -507,8 +503,7 @@ class Daemon:
         good once the balloon has deflated.)"""
         total = 0
         for member in unit.members:
-            stat = read_stat(member.pid)
-            if stat is not None and stat.starttime == member.starttime:
+            if is_same_process(member.pid, member.starttime):
                 total += read_memory(member.pid).swap_kb
         return total
 
@@ -554,15 +549,11 @@ class Daemon:
     def _resume_record(self, index: int, reason: str) -> None:
         record = self.stopped[index]
         unit = record.unit
-        if self.config.dry_run:
-            result = FreezeResult(done=list(unit.members))
-        else:
-            result = freezer_for(unit).thaw(unit)
+        result = self._freezer(unit).thaw(unit)
         del self.stopped[index]
         self.stopped_at.pop(unit.key, None)
         self.last_resume_at = time.monotonic()
-        if not self.config.dry_run:
-            self.store.save(self.stopped)  # after the signal: a crash in between only repeats it
+        self._save()  # after the signal: a crash in between only repeats it
         if not result.done:
             return  # all gone: dropped quietly
         leader = result.done[0]

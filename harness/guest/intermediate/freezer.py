@@ -129,5 +129,15 @@ _FREEZERS: dict[FreezeMethod, Freezer] = {
 }
 
 
+class DryRunFreezer:
+    """--dry-run: every decision is made and logged, nothing is signalled or frozen."""
+
+    def freeze(self, unit: StopUnit) -> FreezeResult:
+        return FreezeResult(done=list(unit.members))
+
+    def thaw(self, unit: StopUnit) -> FreezeResult:
+        return FreezeResult(done=list(unit.members))
+
+
 def freezer_for(unit: StopUnit) -> Freezer:
     return _FREEZERS[unit.method]
