@@ -34,13 +34,15 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from harness.guest.intermediate.config import PSI_MEMORY_PATH as PSI_PATH  # noqa: E402
 from harness.guest.intermediate.control import ControlError, request  # noqa: E402
 from harness.guest.intermediate.events import read_events  # noqa: E402
 from harness.guest.intermediate.fakepsi import AVG_KERNEL, PressureFileWriter  # noqa: E402
-from harness.guest.intermediate.pressure import parse_psi  # noqa: E402
+from harness.guest.intermediate.pressure import parse_psi, read_small_file  # noqa: E402
+from harness.guest.intermediate.procs import read_state as proc_state  # noqa: E402
+from harness.guest.sampler import read_kv  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PSI_PATH = "/proc/pressure/memory"
 
 VICTIM_CODE = "import time\nwhile True:\n    time.sleep(0.05)\n"
 HOG_CODE = """
@@ -66,15 +68,6 @@ while True:
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def proc_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            text = handle.read()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()[0]
-
-
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as handle:
         text = handle.read()
@@ -95,14 +88,6 @@ def wait_until(predicate, timeout: float, interval: float = 0.001) -> float | No
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
-
-
-def mem_kb(key: str) -> int:
-    with open("/proc/meminfo") as handle:
-        for line in handle:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 class Bench:
@@ -280,8 +265,7 @@ class StallSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stop_flag.is_set():
-            with open(PSI_PATH) as handle:
-                self.samples.append((time.time(), parse_psi(handle.read()).some.total))
+            self.samples.append((time.time(), parse_psi(read_small_file(PSI_PATH)).some.total))
             time.sleep(0.01)
 
     def threshold_crossed_at(self, stop_above: float, window: float) -> float | None:
@@ -312,8 +296,9 @@ def bench_psi_reaction(bench: Bench, trials: int, stop_above: float, window: flo
     )
     reactions, onsets = [], []
     for trial in range(trials):
-        available_mb = mem_kb("MemAvailable") // 1024
-        swap_mb = mem_kb("SwapFree") // 1024
+        meminfo = read_kv("/proc/meminfo")
+        available_mb = meminfo.get("MemAvailable", 0) // 1024
+        swap_mb = meminfo.get("SwapFree", 0) // 1024
         budget = available_mb + max(128, swap_mb // 4)
         sampler = StallSampler()
         sampler.start()

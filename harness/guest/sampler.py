@@ -17,6 +17,11 @@ import os
 import signal
 import time
 
+from harness.guest.intermediate.config import PSI_MEMORY_PATH
+from harness.guest.intermediate.pressure import parse_psi, read_small_file
+from harness.guest.intermediate.procs import list_pids, read_stat
+from harness.guest.intermediate.state import STATE_FILE
+
 MCL_CURRENT, MCL_FUTURE = 1, 2
 
 
@@ -33,17 +38,15 @@ def read_kv(path: str) -> dict[str, int]:
     return out
 
 
-def read_psi(path: str = "/proc/pressure/memory") -> dict[str, float]:
-    out: dict[str, float] = {}
+def read_psi(path: str = PSI_MEMORY_PATH) -> dict[str, float]:
+    """avg10 (%) and total (µs) of the `some` and `full` lines, through the daemon's parser."""
     try:
-        with open(path) as fh:
-            for line in fh:
-                kind, *fields = line.split()
-                for field in fields:
-                    key, _, value = field.partition("=")
-                    out[f"{kind}_{key}"] = float(value)
-    except OSError:
-        pass
+        snap = parse_psi(read_small_file(path))
+    except (OSError, ValueError):
+        return {}
+    out = {"some_avg10": snap.some.avg10, "some_total": float(snap.some.total)}
+    if snap.full is not None:
+        out.update(full_avg10=snap.full.avg10, full_total=float(snap.full.total))
     return out
 
 
@@ -67,27 +70,15 @@ def last_json_line(path: str) -> dict | None:
 
 def stopped_user_processes() -> int:
     """Processes in state T (stopped), kernel threads excluded."""
-    count = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        rest = stat.rsplit(")", 1)[1].split()
-        state, ppid = rest[0], int(rest[1])
-        if state == "T" and ppid != 2 and entry != "2":
-            count += 1
-    return count
+    return sum(1 for pid in list_pids()
+               if (stat := read_stat(pid)) is not None and stat.state == "T" and not stat.is_kernel_thread)
 
 
 def daemon_stopped(state_dir: str | None) -> int | None:
     if not state_dir:
         return None
     try:
-        with open(os.path.join(state_dir, "stopped.json")) as fh:
+        with open(os.path.join(state_dir, STATE_FILE)) as fh:
             data = json.load(fh)
     except (OSError, ValueError):
         return 0

@@ -13,7 +13,7 @@ import enum
 import logging
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .config import CONTROL_ENV_MARKER, Selection
 from .procs import (
@@ -84,8 +84,6 @@ class Classification:
     table: ProcessTable
     infos: dict[int, ProcessInfo]  # user processes in scope
     verdicts: dict[int, Verdict]  # every process in scope (kernel threads included)
-    unix_diag_available: bool = True
-    fds: dict[int, FdInodes] = field(default_factory=dict)
 
     def pids(self, category: Category) -> list[int]:
         return sorted(pid for pid, v in self.verdicts.items() if v.category is category)
@@ -196,10 +194,8 @@ class Classifier:
 
         # Dependents: transitively over pipes and unix sockets, among candidates only.
         fds = {pid: read_fd_inodes(pid) for pid in candidates}
-        unix_available = True
         if any(f.sockets for f in fds.values()) and protected:
             peers = UnixPeers.read() if peers is None else peers
-            unix_available = peers.available
         self._add_dependents(protected, candidates, fds, peers)
 
         for pid in candidates:
@@ -207,9 +203,7 @@ class Classifier:
                 verdicts[pid] = Verdict(Category.PROTECTED, protected[pid])
             else:
                 verdicts[pid] = Verdict(Category.DISTINCT, DISTINCT_REASON)
-        return Classification(
-            table=table, infos=infos, verdicts=verdicts, unix_diag_available=unix_available, fds=fds
-        )
+        return Classification(table=table, infos=infos, verdicts=verdicts)
 
     @staticmethod
     def _add_dependents(

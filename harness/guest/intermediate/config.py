@@ -50,10 +50,6 @@ class Selection:
     scope_pid: int | None = None
     scope_cgroup: str | None = None
 
-    @property
-    def scoped(self) -> bool:
-        return self.scope_pid is not None or self.scope_cgroup is not None
-
 
 @dataclass(frozen=True)
 class DaemonConfig:
@@ -82,7 +78,6 @@ class DaemonConfig:
     # How often stopped processes are re-checked (gone? reclassified?) while nothing is decided.
     rescan_interval: float = 2.0
     mlock: bool = False
-    watchdog: bool = True
 
     def validate(self) -> None:
         self.thresholds.validate()

@@ -137,7 +137,7 @@ class Daemon:
             except OSError as exc:
                 raise StartupError(f"cannot listen on --control {cfg.control_path}: {exc.strerror or exc}") from None
         self._install_signals()
-        if cfg.watchdog and not cfg.dry_run:
+        if not cfg.dry_run:
             self._start_watchdog()
         self._register_fds()
         self.events.emit(
@@ -368,7 +368,7 @@ class Daemon:
                 for pid in read_cgroup_procs(unit.cgroup_dir) or []:
                     stat = cls.table.stats.get(pid)
                     if pid not in known and stat is not None and not stat.is_zombie:
-                        live.append(Member(pid=pid, starttime=stat.starttime, comm=stat.comm))
+                        live.append(Member.from_stat(stat))
             if not live:
                 log.debug("stopped unit %s is gone", unit.key)  # dropped quietly
                 if unit.kind is UnitKind.CGROUP:
@@ -476,7 +476,7 @@ class Daemon:
             table = ProcessTable.scan()
             known = set(unit.pids)
             newcomers = [
-                Member(pid=p, starttime=table.stats[p].starttime, comm=table.stats[p].comm)
+                Member.from_stat(table.stats[p])
                 for p in table.group_members(pgid)
                 if p not in known and not table.stats[p].is_zombie
             ]

@@ -76,6 +76,12 @@ class PressureReading:
     some_fast: float
     full_avg10: float
 
+    @classmethod
+    def of(cls, now: float, snap: PsiSnapshot, fast: float) -> PressureReading:
+        """A reading from a PSI snapshot and the fast signal computed alongside it."""
+        return cls(t=now, some_avg10=snap.some.avg10, some_fast=fast,
+                   full_avg10=snap.full.avg10 if snap.full else 0.0)
+
     def as_event(self) -> dict[str, float]:
         return {
             "some_avg10": round(self.some_avg10, 2),
@@ -193,13 +199,7 @@ class FilePressureSource(PressureSource):
                 self._warned = True
             return self._last
         self._warned = False
-        fast = self._rate.add(now, snap.some.total)
-        self._last = PressureReading(
-            t=now,
-            some_avg10=snap.some.avg10,
-            some_fast=fast,
-            full_avg10=snap.full.avg10 if snap.full else 0.0,
-        )
+        self._last = PressureReading.of(now, snap, self._rate.add(now, snap.some.total))
         return self._last
 
     def describe(self) -> dict[str, object]:
@@ -242,10 +242,8 @@ def register_psi_trigger(path: str, stop_above: float, window: float) -> tuple[i
 
 
 class PsiTriggerSource(PressureSource):
-    """Kernel PSI trigger for the fast signal, plus reading avg10/total to follow the averages."""
-
-    idle_interval = 1.0  # follow avg10 about once a second while nothing happens
-    busy_interval = 0.1
+    """Kernel PSI trigger for the fast signal, plus reading avg10/total to follow the averages
+    (about once a second while nothing happens: the base class's idle interval)."""
 
     def __init__(self, path: str, stop_above: float, window: float) -> None:
         self.path = path
@@ -254,7 +252,6 @@ class PsiTriggerSource(PressureSource):
         self._rate = StallRate(self.window)
         self._fired_at: float | None = None
         self._broken = False
-        self.fired_count = 0
 
     def fileno(self) -> int | None:
         return None if self._broken else self.fd
@@ -262,7 +259,6 @@ class PsiTriggerSource(PressureSource):
     def on_ready(self, revents: int) -> None:
         if revents & select.POLLPRI:
             self._fired_at = time.monotonic()
-            self.fired_count += 1
         if revents & (select.POLLERR | select.POLLNVAL | select.POLLHUP):
             # The trigger is gone (e.g. its cgroup was removed): keep following the averages.
             log.error("PSI trigger on %s reported an error; polling the averages only", self.path)
@@ -275,12 +271,7 @@ class PsiTriggerSource(PressureSource):
         if self._fired_at is not None and now - self._fired_at < self.window:
             # The kernel saw at least stop_above % stall within its window.
             fast = max(fast, self.stop_above)
-        return PressureReading(
-            t=now,
-            some_avg10=snap.some.avg10,
-            some_fast=fast,
-            full_avg10=snap.full.avg10 if snap.full else 0.0,
-        )
+        return PressureReading.of(now, snap, fast)
 
     def describe(self) -> dict[str, object]:
         return {"kind": "psi-trigger", "path": self.path, "window": self.window}

@@ -9,9 +9,6 @@ PF_KTHREAD = 0x00200000
 KTHREADD_PID = 2
 INIT_PID = 1
 
-# Exceptions that mean "the process is gone or not readable": treat as absent, never crash.
-_GONE = (FileNotFoundError, ProcessLookupError, PermissionError)
-
 
 @dataclass(frozen=True)
 class ProcStat:
@@ -59,9 +56,7 @@ def _read_text(path: str) -> str | None:
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
             return handle.read()
-    except _GONE:
-        return None
-    except OSError:
+    except OSError:  # gone, or not ours to read
         return None
 
 
@@ -85,11 +80,6 @@ def read_stat(pid: int) -> ProcStat | None:
         return parse_stat(text)
     except (ValueError, IndexError):
         return None
-
-
-def read_starttime(pid: int) -> int | None:
-    stat = read_stat(pid)
-    return None if stat is None else stat.starttime
 
 
 def is_same_process(pid: int, starttime: int) -> bool:
@@ -147,10 +137,6 @@ def environ_contains(pid: int, entry: str) -> bool:
 class MemoryUsage:
     rss_kb: int = 0
     swap_kb: int = 0
-
-    @property
-    def footprint_kb(self) -> int:
-        return self.rss_kb + self.swap_kb
 
 
 def read_memory(pid: int) -> MemoryUsage:

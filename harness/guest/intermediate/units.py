@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from .classify import Category, Classification
 from .config import FreezeMethod
-from .procs import cgroup_fs_path
+from .procs import ProcStat, cgroup2_mount, cgroup_fs_path
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,10 @@ class Member:
 
     def to_dict(self) -> dict[str, object]:
         return {"pid": self.pid, "starttime": self.starttime, "comm": self.comm}
+
+    @classmethod
+    def from_stat(cls, stat: ProcStat) -> Member:
+        return cls(pid=stat.pid, starttime=stat.starttime, comm=stat.comm)
 
     @classmethod
     def from_dict(cls, data: dict) -> Member:
@@ -85,8 +89,7 @@ class StopUnit:
 
 
 def _member(classification: Classification, pid: int) -> Member:
-    stat = classification.table.stats[pid]
-    return Member(pid=pid, starttime=stat.starttime, comm=stat.comm)
+    return Member.from_stat(classification.table.stats[pid])
 
 
 def _memory(classification: Classification, pids: Iterable[int]) -> tuple[int, int]:
@@ -106,22 +109,25 @@ def read_cgroup_procs(cgroup_dir: str) -> list[int] | None:
         return None
 
 
-def cgroup_exclusive(cgroup: str | None, available: set[int]) -> tuple[str | None, str | None]:
-    """(cgroup dir, None) if the cgroup can be frozen as one unit, else (None, why not)."""
+def cgroup_exclusive(
+    cgroup: str | None, available: set[int], mount: str | None
+) -> tuple[str | None, list[int], str | None]:
+    """(cgroup dir, its processes, None) if the cgroup can be frozen as one unit, else
+    (None, [], why not). `mount` is where cgroup2 is mounted (None: nowhere)."""
     if cgroup is None or cgroup == "/":
-        return None, "cgroup-root"
-    cgroup_dir = cgroup_fs_path(cgroup)
+        return None, [], "cgroup-root"
+    cgroup_dir = cgroup_fs_path(cgroup, mount) if mount is not None else None
     if cgroup_dir is None or not os.path.exists(os.path.join(cgroup_dir, "cgroup.freeze")):
-        return None, "cgroup-freeze-unavailable"
+        return None, [], "cgroup-freeze-unavailable"
     try:
         if any(entry.is_dir() for entry in os.scandir(cgroup_dir)):
-            return None, "cgroup-not-leaf"  # freezing it would freeze its children too
+            return None, [], "cgroup-not-leaf"  # freezing it would freeze its children too
     except OSError:
-        return None, "cgroup-unreadable"
+        return None, [], "cgroup-unreadable"
     procs = read_cgroup_procs(cgroup_dir)
     if not procs or not set(procs) <= available:
-        return None, "cgroup-shared"  # someone in there is protected, never-stop or out of scope
-    return cgroup_dir, None
+        return None, [], "cgroup-shared"  # someone in there is protected, never-stop or out of scope
+    return cgroup_dir, procs, None
 
 
 def plan_units(
@@ -139,16 +145,19 @@ def plan_units(
     fallback_note: dict[int, str] = {}
 
     if method is FreezeMethod.CGROUP:
+        mount = cgroup2_mount()
         by_cgroup: dict[str | None, list[int]] = {}
         for pid in available:
             by_cgroup.setdefault(classification.infos[pid].cgroup, []).append(pid)
         for cgroup, pids in by_cgroup.items():
-            cgroup_dir, why_not = cgroup_exclusive(cgroup, available)
+            cgroup_dir, procs, why_not = cgroup_exclusive(cgroup, available, mount)
             if cgroup_dir is None:
                 for pid in pids:
                     fallback_note[pid] = why_not or "cgroup-unavailable"
                 continue
-            members = sorted(read_cgroup_procs(cgroup_dir) or pids)
+            # The processes read when the cgroup was judged exclusive, not a second reading
+            # that could include a newcomer the classification never saw.
+            members = sorted(procs)
             rss, swap = _memory(classification, members)
             units.append(
                 StopUnit(
