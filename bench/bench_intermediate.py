@@ -198,7 +198,10 @@ def bench_file(bench: Bench, trials: int, step: float, idle_seconds: float, avg_
     writer = PressureFileWriter(str(bench.workdir / "pressure"), avg_model=avg_model).start()
     try:
         victim = bench.spawn(VICTIM_CODE)
-        daemon, events, control = bench.daemon("file", "--pressure-file", writer.path, "--hold", "0.5")
+        # Every trial follows the previous trial's resume; without --resume-grace 0 the figure
+        # would be the grace (a spike right after a resume does not stop), not the reaction.
+        daemon, events, control = bench.daemon("file", "--pressure-file", writer.path, "--hold", "0.5",
+                                                "--resume-grace", "0")
         time.sleep(1.5)  # let the daemon's fast window fill once, so trial 0 is like the others
         reactions = []
         for trial in range(trials):
@@ -292,7 +295,8 @@ def bench_psi_reaction(bench: Bench, trials: int, stop_above: float, window: flo
         result["psi_notes"].append("cannot register a PSI trigger on /proc/pressure/memory")
         return result
     daemon, events, control = bench.daemon(
-        "psi", "--stop-above", str(stop_above), "--window", str(window), "--hold", "1", "--resume-headroom", "0"
+        "psi", "--stop-above", str(stop_above), "--window", str(window), "--hold", "1", "--resume-headroom", "0",
+        "--resume-grace", "0",  # as in file mode: measure the reaction, not the post-resume grace
     )
     reactions, onsets = [], []
     for trial in range(trials):
