@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
@@ -53,8 +54,34 @@ def _libvirt():
     return libvirt
 
 
+_shared: dict[tuple[str, int], object] = {}
+_shared_lock = threading.Lock()
+
+
 def connect(uri: str | None):
-    """Open a libvirt connection, turning the usual failures into one clear paragraph."""
+    """This process's connection to `uri`, opened (and checked) once and shared by every
+    machine: each new connection asks libvirtd for its capabilities, which costs seconds
+    when libvirtd re-probes QEMU (see ci/with-libvirtd.sh). Domains created with
+    AUTODESTROY on it die with this process. Callers must not close it."""
+    libvirt = _libvirt()
+    key = (uri or default_uri(), os.getpid())  # a forked child opens its own
+    with _shared_lock:
+        conn = _shared.get(key)
+        if conn is not None:
+            try:
+                if conn.isAlive():
+                    return conn
+            except libvirt.libvirtError:
+                pass
+            _shared.pop(key, None)  # libvirtd restarted: open a new one
+        conn = open_connection(key[0])
+        _shared[key] = conn
+        return conn
+
+
+def open_connection(uri: str | None):
+    """A new libvirt connection of the caller's own (to close), turning the usual failures
+    into one clear paragraph."""
     libvirt = _libvirt()
     uri = uri or default_uri()
     try:
@@ -174,7 +201,7 @@ class LibvirtMachine(Machine):
         self.uri = uri or default_uri()
         self.files = VmFiles(vm_dir)
         self.domain_name = domain_name(run.run_id, vm_dir.name)
-        self.conn = None
+        self.conn = None  # this process's shared connection (never closed here)
         self.domain = None
         self._xml = ""
         self._balloon: LibvirtBalloon | None = None
@@ -292,12 +319,7 @@ class LibvirtMachine(Machine):
             except libvirt.libvirtError:
                 pass  # already gone
             self.domain = None
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except libvirt.libvirtError:
-                pass
-            self.conn = None
+        self.conn = None
         for path in (self.files.overlay, self.files.seed):
             path.unlink(missing_ok=True)
 

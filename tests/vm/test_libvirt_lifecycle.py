@@ -24,9 +24,7 @@ FOREIGN_XML = """<domain type='qemu'>
 
 @pytest.fixture
 def conn():
-    connection = connect(None)
-    yield connection
-    connection.close()
+    return connect(None)  # this process's shared connection
 
 
 @pytest.fixture
