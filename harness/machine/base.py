@@ -18,6 +18,7 @@ from harness.accel import Accel
 from harness.balloon import Balloon
 from harness.config import BootPath, Timeouts, VMSpec
 from harness.errors import HarnessError, WaitTimeout, indent
+from harness.host.placement import Placement
 from harness.image.guest_image import GuestImage, ImageKind
 from harness.image.sshkey import SshKey
 from harness.ssh import GuestShell, SshUnavailable
@@ -49,6 +50,8 @@ class Machine(abc.ABC):
         #: Ready also means cloud-init finished, where cloud-init configures the guest. The
         #: bench turns this off to time only "SSH answers" for the naive image.
         self.wait_for_cloud_init = True
+        #: Host budget cgroup and evidence folder of a scenario (set by the factory).
+        self.placement: Placement | None = None
 
     # -- what a backend provides ---------------------------------------------------------
     @abc.abstractmethod
@@ -78,6 +81,10 @@ class Machine(abc.ABC):
     @abc.abstractmethod
     def host_rss_mib(self) -> float | None:
         """Resident memory of the hypervisor process on the host."""
+
+    def host_pid(self) -> int | None:
+        """The hypervisor process while it runs (None when unknown or gone)."""
+        return None
 
     @property
     def name(self) -> str:

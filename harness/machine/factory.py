@@ -12,6 +12,7 @@ from pathlib import Path
 from harness.accel import Accel
 from harness.config import Backend, VMSpec
 from harness.errors import ConfigError
+from harness.host.placement import Placement
 from harness.image.guest_image import GuestImage
 from harness.image.sshkey import SshKey
 from harness.machine.base import Machine
@@ -32,6 +33,9 @@ class MachineFactory:
     #: Where saved states live; None = always boot (--vm-fresh-boot).
     snapshots: SnapshotStore | None = None
     machines: list[Machine] = field(default_factory=list)
+    #: Where the machines it makes run (a scenario's budget cgroup and evidence folder);
+    #: templates booted to be saved never get it.
+    placement: Placement | None = None
     _counter: int = 0
 
     def create(self, spec: VMSpec | None = None, **overrides) -> Machine:
@@ -48,6 +52,7 @@ class MachineFactory:
         instance_id = f"bh-{self.run.run_id}-{spec.name}-{self._counter}"
         vm_dir = self.run.vm_dir(f"{spec.name}-{self._counter}")
         machine = self._construct(spec, vm_dir, instance_id)
+        machine.placement = self.placement
         self.machines.append(machine)
         return machine
 

@@ -2,7 +2,7 @@
 plus its frozen disk overlay), and new guests restored from it in a second or two.
 
 The saved state is keyed by everything that shapes it (image, memory, vCPUs, swap, boot
-path, accelerator, QEMU version), kept in the image cache, created under a file lock (so
+path, balloon device options, accelerator, QEMU version), kept in the image cache, created under a file lock (so
 xdist workers and parallel jobs share one), and published by rename (never half-written).
 Each restored guest gets its own copy-on-write overlay on the frozen disk; per-VM state is
 fixed after `cont`: clock, hostname, and the kernel RNG (reseeded from the host).
@@ -30,7 +30,7 @@ from harness.waiting import Deadline
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_VERSION = "1"
+SNAPSHOT_VERSION = "2"  # 2: every machine has the virtio-serial evidence port
 DISK, STATE, META = "disk.qcow2", "state.bin", "meta.json"
 
 
@@ -71,7 +71,9 @@ def _qemu_version(binary: str) -> str:
 
 def snapshot_key(image_identity: str, spec: VMSpec, accel: str, qemu_binary: str) -> str:
     parts = [SNAPSHOT_VERSION, image_identity, str(spec.memory_mib), str(spec.cpus), str(spec.swap),
-             spec.boot_path.value, str(spec.balloon_stats_interval_s), accel, _qemu_version(qemu_binary)]
+             spec.boot_path.value, str(spec.balloon_stats_interval_s), accel, _qemu_version(qemu_binary),
+             # Device properties are in the migration stream: a restore needs the same ones.
+             spec.balloon.qemu_properties()]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
 
 
