@@ -25,14 +25,16 @@ class ReapReport:
     removed_runs: list[str] = field(default_factory=list)
     destroyed_domains: list[str] = field(default_factory=list)
     live_runs: list[str] = field(default_factory=list)
+    #: Host budget cgroups and swap files of dead runs (harness.host.reap).
+    host_leftovers: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        if not (self.killed_pids or self.removed_runs or self.destroyed_domains):
+        if not (self.killed_pids or self.removed_runs or self.destroyed_domains or self.host_leftovers):
             return f"nothing to reap ({len(self.live_runs)} live run(s) left alone)"
         return (f"killed {len(self.killed_pids)} QEMU process(es), destroyed "
                 f"{len(self.destroyed_domains)} libvirt domain(s), removed "
-                f"{len(self.removed_runs)} run folder(s); {len(self.live_runs)} live run(s) "
-                f"left alone")
+                f"{len(self.removed_runs)} run folder(s), {len(self.host_leftovers)} budget cgroup(s) or "
+                f"swap file(s); {len(self.live_runs)} live run(s) left alone")
 
 
 def _cmdline(pid: int) -> str:
@@ -82,6 +84,8 @@ def reap(libvirt_uri: str | None = None, include_libvirt: bool = True) -> ReapRe
     if include_libvirt:
         from harness.machine.libvirt_reap import reap_domains
         report.destroyed_domains = reap_domains(libvirt_uri, keep_run_ids=set(report.live_runs))
+    from harness.host.reap import reap_host
+    report.host_leftovers = reap_host({run.run_id: run.path for run in dead})
     for run in dead:
         remove_run_dir(run)
         report.removed_runs.append(run.run_id)
