@@ -12,6 +12,7 @@ from types import TracebackType
 
 from harness.errors import ConfigError, HarnessError
 from harness.host.cgroup import PREFIX, BudgetCgroup, BudgetReading, MemoryController, find_memory_controller
+from harness.host.libvirt_partition import SUFFIX, create_partition, remove_partition
 from harness.host.swap import FILE_PREFIX, HostSwapFile
 from harness.runtime import Run
 
@@ -45,7 +46,7 @@ class HostBudget:
     `budget.cgroup` as their placement run inside it; everything is removed on exit."""
 
     def __init__(self, run: Run, budget_mib: int, swap: HostSwapSpec,
-                 controller: MemoryController | None = None) -> None:
+                 controller: MemoryController | None = None, *, libvirt: bool = False) -> None:
         self.run = run
         self.budget_mib = budget_mib
         self.swap_spec = swap
@@ -56,7 +57,11 @@ class HostBudget:
                                fix="mount the memory controller (cgroup v1 or v2), or remove [host] "
                                    "memory_budget_mib from the scenario.")
         n = next(_counter)
-        self.cgroup = BudgetCgroup(self.controller, f"{PREFIX}{run.run_id}-{n}")
+        name = f"{PREFIX}{run.run_id}-{n}"
+        #: libvirt's resource partition for this budget (None: QEMU is started directly).
+        self.libvirt_partition = f"/{name}" if libvirt else None
+        self.cgroup = BudgetCgroup(self.controller, name + (SUFFIX if libvirt else ""))
+        self._partition_dirs: list[Path] = []
         self.swap = HostSwapFile(run.path / f"{FILE_PREFIX}{n}.img", swap.size_mib) if swap.size_mib else None
 
     def __enter__(self) -> HostBudget:
@@ -64,9 +69,10 @@ class HostBudget:
             self.swap.create()
         try:
             self.cgroup.create(self.budget_mib, self.swap_spec.size_mib)
+            if self.libvirt_partition:
+                self._partition_dirs = create_partition(self.cgroup.name, self.controller.root)
         except BaseException:
-            if self.swap is not None:
-                self.swap.remove()
+            self.close()
             raise
         return self
 
@@ -75,6 +81,8 @@ class HostBudget:
         self.close()
 
     def close(self) -> None:
+        for path in remove_partition(self._partition_dirs):
+            log.warning("libvirt partition folder %s is still in use; `balloon-harness reap` removes it later", path)
         if self.cgroup.exists() and not self.cgroup.remove():
             log.warning("budget cgroup %s still has processes %s; `balloon-harness reap` removes it later",
                         self.cgroup.path, self.cgroup.pids())

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.balloon import BalloonController
+from harness.config import Backend
 from harness.errors import HarnessError
 from harness.host.budget import HostBudget
 from harness.host.placement import Placement
@@ -107,8 +108,10 @@ class ScenarioRunner:
             with contextlib.ExitStack() as stack:
                 budget = None
                 if sc.host.memory_budget_mib:
+                    libvirt = any((g.backend or self.factory.defaults.backend) is Backend.LIBVIRT
+                                  for g in sc.guests)
                     budget = stack.enter_context(HostBudget(self.factory.run, sc.host.memory_budget_mib,
-                                                            sc.host.host_swap))
+                                                            sc.host.host_swap, libvirt=libvirt))
                     self._record({"event": "budget", "cgroup": str(budget.path), "budget_mib": budget.budget_mib,
                                   "host_swap": str(sc.host.host_swap),
                                   "cgroup_version": budget.controller.version.value})
@@ -134,6 +137,7 @@ class ScenarioRunner:
     def _start_guests(self, budget: HostBudget | None) -> dict[str, Machine]:
         sc = self.scenario
         placement = Placement(cgroup_procs=budget.cgroup.procs_file if budget else None,
+                              libvirt_partition=budget.libvirt_partition if budget else None,
                               evidence_dir=self.folder)
         previous, self.factory.placement = self.factory.placement, placement
         started: dict[str, Machine] = {}

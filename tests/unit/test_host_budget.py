@@ -168,3 +168,20 @@ def test_host_swap_spec():
     for bad in ("file:0", "zram:64", "file:", "lots"):
         with pytest.raises(Exception, match="host swap"):
             HostSwapSpec.parse(bad)
+
+
+@needs_cgroup
+def test_a_libvirt_budget_is_a_partition_in_every_v1_hierarchy(run):
+    from harness.host.libvirt_partition import machined_in_use
+    if machined_in_use() or CONTROLLER.version is not CgroupVersion.V1:
+        pytest.skip("libvirt partitions are set up here only where libvirt manages cgroup v1 itself")
+    with HostBudget(run, 256, HostSwapSpec(0), CONTROLLER, libvirt=True) as budget:
+        name = budget.cgroup.name
+        assert name.endswith(".partition") and budget.libvirt_partition == "/" + name.removesuffix(".partition")
+        cpuset = Path("/sys/fs/cgroup/cpuset") / name
+        assert cpuset.is_dir() and (cpuset / "cpuset.cpus").read_text() == Path(
+            "/sys/fs/cgroup/cpuset/cpuset.cpus").read_text()
+        assert (Path("/sys/fs/cgroup/cpu") / name).is_dir() and budget.path.is_dir()
+        left = leftover_cgroups({run.run_id})
+        assert cpuset in left and budget.path in left
+    assert not leftover_cgroups({run.run_id})
