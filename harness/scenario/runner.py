@@ -70,7 +70,7 @@ class ScenarioRunner:
         self.factory = factory
         self.folder = folder
         self.label = variant.label if variant else "as written"
-        self.tag = variant.name if variant else "run"
+        self.tag = variant.name if variant else "scenario"
         self.progress = progress
         self.meta: dict = {}
         self._events: JsonlAppender | None = None

@@ -169,3 +169,14 @@ def test_schedule_leaves_guests_without_steps_alone():
     policy = SchedulePolicy({"a": (Step(0, 512),)}, {"a": 1024.0, "b": 1024.0})
     views = (GuestView("a", 1024, 256, None, ()), GuestView("b", 1024, 256, None, ()))
     assert [a.vm for a in policy.decide(PolicyInput(1.0, (), views))] == ["a"]
+
+
+def test_the_readme_example_policy_works():
+    """The README's "write your own policy" example, run as written."""
+    import re
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "class KeepHalfFree" in b)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    namespace["test_keep_half_free"]()

@@ -135,3 +135,36 @@ def test_columns_per_variant_and_a_verdict(tmp_path):
     assert "schedule vs MOM" in out
     assert "NO: died at 12.0 s (host OOM killer)" in out
     assert "better on host OOM kills" in verdict(first, second)
+
+
+def cli(*args):
+    import os
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+def test_report_command_prints_the_table_and_fails_on_a_failed_expectation(tmp_path):
+    compare = tmp_path / "cmp"
+    compare.mkdir()
+    write_run(compare / "mom", b_dies_at=99)
+    write_run(compare / "schedule")
+    meta = json.loads((compare / "mom" / RUN_META).read_text())
+    (compare / "mom" / RUN_META).write_text(json.dumps({**meta, "variant": "mom"}))
+    (compare / "summary.json").write_text(json.dumps({"variants": ["schedule", "mom"]}))
+    proc = cli("report", str(compare))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out  # the schedule run's VM was killed: no_host_oom_kill failed
+    assert "schedule vs MOM" in out and "Verdict: MOM did better on host OOM kills" in out, out
+    assert json.loads((compare / "summary.json").read_text())["variants"] == ["schedule", "mom"]
+    assert cli("report", str(compare / "mom")).returncode == 0
+    empty = cli("report", str(tmp_path / "nothing-here"))
+    assert empty.returncode == 2 and "holds no run" in empty.stdout and "Traceback" not in empty.stdout + empty.stderr
+
+
+def test_scenarios_command_prints_where_each_file_is():
+    from harness.scenario.model import shipped_scenarios
+    out = cli("scenarios").stdout
+    for name, path in shipped_scenarios().items():
+        assert name in out and str(path) in out
