@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from harness.config import Backend, BalloonDevice, SwapSpec
 from harness.errors import ConfigError
 from harness.guest.intermediate.config import FreezeMethod
 from harness.host.budget import HostSwapSpec
+from harness.policy.mom import MomRules
 from harness.scenario.spec import (
     DEFAULT_BALLOON_MIN_MIB,
     BalloonStep,
@@ -369,23 +370,16 @@ def _host(h: _Reader) -> HostSection:
 
 def _policy(p: _Reader) -> PolicySection:
     d = PolicySection()
-    p.unknown_keys({"kind", "interval_s", "pressure_threshold", "pressure_critical", "min_guest_free",
-                    "max_change", "min_change", "history"})
+    p.unknown_keys({"kind", "interval_s", *(f.name for f in fields(MomRules))})
     kind = p.get("kind", str, d.kind.value, choices=tuple(k.value for k in PolicyKind))
     share = {"minimum": 0.0, "maximum": 1.0}
-    section = PolicySection(
-        kind=PolicyKind(kind or d.kind.value),
-        interval_s=p.get("interval_s", float, d.interval_s, minimum=0.1),
-        pressure_threshold=p.get("pressure_threshold", float, d.pressure_threshold, **share),
-        pressure_critical=p.get("pressure_critical", float, d.pressure_critical, **share),
-        min_guest_free=p.get("min_guest_free", float, d.min_guest_free, **share),
-        max_change=p.get("max_change", float, d.max_change, **share),
-        min_change=p.get("min_change", float, d.min_change, **share),
-        history=p.get("history", int, d.history, minimum=1, maximum=1000))
-    if section.pressure_critical > section.pressure_threshold:
-        p.fail("pressure_critical", f"at most pressure_threshold ({section.pressure_threshold:g})",
-               section.pressure_critical)
-    return section
+    rules = MomRules(**{f.name: p.get(f.name, int, f.default, minimum=1, maximum=1000) if f.type == "int"
+                        else p.get(f.name, float, f.default, **share) for f in fields(MomRules)})
+    if rules.pressure_critical > rules.pressure_threshold:
+        p.fail("pressure_critical", f"at most pressure_threshold ({rules.pressure_threshold:g})",
+               rules.pressure_critical)
+    return PolicySection(kind=PolicyKind(kind or d.kind.value),
+                         interval_s=p.get("interval_s", float, d.interval_s, minimum=0.1), mom=rules)
 
 
 def _expect(ex: _Reader) -> Expectations:

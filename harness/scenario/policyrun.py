@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from harness.policy.base import Policy
-from harness.policy.mom import MomPolicy, MomRules
+from harness.policy.mom import MomPolicy
 from harness.policy.schedule import SchedulePolicy, Step
 from harness.scenario.monitor import GuestHandle, HostMonitor
 from harness.scenario.spec import PolicyKind, Scenario
@@ -20,10 +20,7 @@ log = logging.getLogger(__name__)
 def policy_for(scenario: Scenario) -> Policy:
     p = scenario.policy
     if p.kind is PolicyKind.MOM:
-        rules = MomRules(pressure_threshold=p.pressure_threshold, pressure_critical=p.pressure_critical,
-                         min_guest_free=p.min_guest_free, max_change=p.max_change, min_change=p.min_change,
-                         history=p.history)
-        return MomPolicy(rules, interval_s=p.interval_s)
+        return MomPolicy(p.mom, interval_s=p.interval_s)
     steps = {g.name: tuple(Step(s.at_s, s.target_mib, s.ramp_s) for s in g.balloon) for g in scenario.guests}
     return SchedulePolicy(steps, {g.name: g.start_mib for g in scenario.guests}, interval_s=p.interval_s)
 

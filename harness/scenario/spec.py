@@ -11,6 +11,7 @@ from pathlib import Path
 from harness.config import Backend, BalloonDevice, SwapSpec
 from harness.host.budget import HostSwapSpec
 from harness.intermediate import IntermediateOptions
+from harness.policy.mom import MomRules
 from harness.workloads import Role, WorkloadSpec
 
 
@@ -98,14 +99,8 @@ class PolicySection:
     kind: PolicyKind = PolicyKind.SCHEDULE
     #: Seconds between two decisions.
     interval_s: float = 1.0
-    #: MOM's constants (doc/balloon.rules); see harness.policy.mom.MomRules.
-    pressure_threshold: float = 0.20
-    pressure_critical: float = 0.05
-    min_guest_free: float = 0.20
-    max_change: float = 0.05
-    min_change: float = 0.0025
-    #: Samples averaged (MOM's sample-history-length); the host samples every 0.5 s.
-    history: int = 10
+    #: MOM's constants (doc/balloon.rules); `history` counts host samples (0.5 s apart).
+    mom: MomRules = field(default_factory=MomRules)
 
 
 @dataclass(frozen=True)

@@ -50,13 +50,17 @@ def _fmt_alive(s: dict) -> str:
     return f"NO: died at {died['t_s']} s ({who})"
 
 
+OOM_ROW: Row = ("guest OOM kills", _fmt_oom)
+PROTECTED_ROW: Row = ("protected workload", _fmt_protected)
+STOPS_ROW: Row = ("processes stopped / resumed", lambda s: f"{s['stops']} / {s['resumes']}")
+
 SINGLE_GUEST_ROWS: list[Row] = [
     ("balloon target reached", _fmt_balloon),
-    ("guest OOM kills", _fmt_oom),
-    ("protected workload", _fmt_protected),
+    OOM_ROW,
+    PROTECTED_ROW,
     ("PSI full stall (s)", lambda s: f"{s['psi_full_stall_s']}"),
     ("PSI some stall (s)", lambda s: f"{s['psi_some_stall_s']}"),
-    ("processes stopped / resumed", lambda s: f"{s['stops']} / {s['resumes']}"),
+    STOPS_ROW,
     ("longest time stopped (s)", lambda s: f"{s['longest_stopped_s']}"
                                            + (f" ({s['longest_stopped_comm']})" if s["longest_stopped_comm"] else "")),
     ("left stopped at the end", lambda s: ", ".join(s["left_stopped"]) or "none"),
@@ -66,10 +70,10 @@ SINGLE_GUEST_ROWS: list[Row] = [
 GUEST_ROWS: list[Row] = [
     ("alive at the end", _fmt_alive),
     ("balloon min / final (MiB)", _fmt_min_final),
-    ("guest OOM kills", _fmt_oom),
-    ("protected workload", _fmt_protected),
+    OOM_ROW,
+    PROTECTED_ROW,
     ("PSI full / some stall (s)", lambda s: f"{s['psi_full_stall_s']} / {s['psi_some_stall_s']}"),
-    ("processes stopped / resumed", lambda s: f"{s['stops']} / {s['resumes']}"),
+    STOPS_ROW,
     ("host swap of its QEMU, peak (MiB)", lambda s: f"{s['qemu_swap_peak_mib']}"),
 ]
 
