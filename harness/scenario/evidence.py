@@ -118,6 +118,14 @@ class RunEvidence:
     def t0(self) -> float:
         return float(self.meta.get("t0") or min([r["t"] for r in self.host_rows] or [0.0]))
 
+    @property
+    def end_s(self) -> float:
+        """Seconds from t0 to the end of the workload phase (collection started), or infinity."""
+        for event in self.harness_events:
+            if event.get("event") == "collect-start":
+                return event["t"] - self.t0
+        return float("inf")
+
     def offset(self, vm: str) -> float:
         for event in self.harness_events:
             if event.get("event") == "clock-offset" and event.get("vm") == vm:

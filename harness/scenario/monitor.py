@@ -78,19 +78,19 @@ class HostMonitor(threading.Thread):
         self.record = record
         self.interval = interval
         self.host_history: collections.deque[HostSample] = collections.deque(maxlen=HISTORY)
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._kills_blamed = 0
         self.error: BaseException | None = None
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(15)
 
     def run(self) -> None:
         try:
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 self.sample_once()
-                self._stop.wait(self.interval)  # the sampling period
+                self._halt.wait(self.interval)  # the sampling period
         except BaseException as exc:  # reported by the runner; the run's evidence stays
             log.exception("host monitor failed")
             self.error = exc

@@ -30,20 +30,20 @@ class PolicyLoop(threading.Thread):
                  record: Callable[[dict], None]) -> None:
         super().__init__(name="balloon-policy", daemon=True)
         self.policy, self.monitor, self.guests, self.t0, self.record = policy, monitor, guests, t0, record
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.error: BaseException | None = None
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(30)
 
     def run(self) -> None:
         next_at = time.monotonic()
         try:
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 self.step()
                 next_at += self.policy.interval_s
-                self._stop.wait(max(0.0, next_at - time.monotonic()))  # the policy's period
+                self._halt.wait(max(0.0, next_at - time.monotonic()))  # the policy's period
         except BaseException as exc:
             log.exception("balloon policy failed")
             self.error = exc

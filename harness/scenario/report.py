@@ -114,7 +114,8 @@ def summarize_guest(guest: GuestSection, evidence: GuestEvidence, ledger: Ledger
     steps = step_results(ledger, guest, end_s)
     downs = [s for s in steps if s["direction"] == "down"]
     lowest = min(downs, key=lambda s: s["target_mib"]) if downs else None
-    _, actual = ledger.series("balloon_actual_mib", guest.name)
+    ax, actual = ledger.series("balloon_actual_mib", guest.name)
+    before_end = [y for x, y in zip(ax, actual, strict=True) if x <= run.end_s] or actual
     _, rss = ledger.series("qemu_rss_mib", guest.name)
     _, vmswap = ledger.series("qemu_swap_mib", guest.name)
     end_t = evidence.final.get("daemon_end_t")
@@ -132,7 +133,8 @@ def summarize_guest(guest: GuestSection, evidence: GuestEvidence, ledger: Ledger
         "swap": str(guest.swap),
         "balloon_start_mib": guest.start_mib,
         "balloon_min_mib": round(min(actual), 1) if actual else None,
-        "balloon_final_mib": round(actual[-1], 1) if actual else None,
+        # At the end of the workloads, before the harness gives the memory back to collect.
+        "balloon_final_mib": round(before_end[-1], 1) if actual else None,
         "balloon_steps": steps,
         "balloon_target_mib": lowest["target_mib"] if lowest else None,
         "balloon_reached": lowest["reached"] if lowest else None,

@@ -194,6 +194,7 @@ class ScenarioRunner:
         finally:
             stop.set()
             policy.stop()
+            self._record({"event": "collect-start"})  # figures "at the end" are taken before this
             self._say("workloads finished; giving the guests their memory back and collecting evidence")
             _parallel([d.collect for d in drivers])
             monitor.stop()
