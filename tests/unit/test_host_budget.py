@@ -92,6 +92,25 @@ def test_over_the_budget_without_swap_the_host_oom_killer_takes_the_process_not_
 
 
 @needs_cgroup
+def test_none_means_no_swap_even_while_the_host_has_swap(run):
+    """Another run's (here: this test's) swap file is on; a budget with host_swap "none"
+    must still not page out: memsw (v1) or memory.swap.max (v2) holds it to zero."""
+    from harness.host.swap import HostSwapFile
+    other = HostSwapFile(run.path / "bh-swap-other.img", 192).create()
+    try:
+        with HostBudget(run, 96, HostSwapSpec(0), CONTROLLER) as budget:
+            proc = start_in(budget.cgroup, 160)
+            try:
+                assert proc.wait(timeout=60) == -signal.SIGKILL
+            finally:
+                proc.kill()
+            reading = budget.read()
+            assert reading.oom_kills == 1 and not reading.swap_mib
+    finally:
+        other.remove()
+
+
+@needs_cgroup
 def test_with_host_swap_the_budget_pages_out_instead_of_killing(run):
     if CONTROLLER.version is CgroupVersion.V1 and not (CONTROLLER.root / "memory.memsw.limit_in_bytes").exists():
         pytest.skip("this kernel does not account swap per cgroup")
