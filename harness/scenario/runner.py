@@ -117,7 +117,11 @@ class ScenarioRunner:
                                   "cgroup_version": budget.controller.version.value})
                     self._say(f"host budget {budget.budget_mib} MiB in {budget.path} (host swap {sc.host.host_swap})")
                     stack.callback(self._budget_final, budget)
-                machines = self._start_guests(budget)
+                # QEMU dies with the *thread* that forked it (PR_SET_PDEATHSIG), so the threads
+                # that start the guests live until the guests are released.
+                starters = stack.enter_context(ThreadPoolExecutor(max_workers=len(sc.guests),
+                                                                  thread_name_prefix="guest-start"))
+                machines = self._start_guests(budget, starters)
                 stack.callback(self._release, machines)
                 self._run_on(machines, budget, ledger)
         except BaseException as exc:
@@ -134,7 +138,7 @@ class ScenarioRunner:
         report = build_report(self.folder, sc, self.variant.name if self.variant else None, self.label)
         return RunResult(sc, self.tag, self.folder, report.summary, report.expectations)
 
-    def _start_guests(self, budget: HostBudget | None) -> dict[str, Machine]:
+    def _start_guests(self, budget: HostBudget | None, pool: ThreadPoolExecutor) -> dict[str, Machine]:
         sc = self.scenario
         placement = Placement(cgroup_procs=budget.cgroup.procs_file if budget else None,
                               libvirt_partition=budget.libvirt_partition if budget else None,
@@ -144,14 +148,13 @@ class ScenarioRunner:
         try:
             self._say("starting " + ", ".join(f"{g.name} ({g.memory_mib} MiB, {g.cpus} vCPU, swap {g.swap})"
                                               for g in sc.guests))
-            with ThreadPoolExecutor(max_workers=len(sc.guests)) as pool:
-                futures = {g.name: pool.submit(self.factory.start, self._spec(g)) for g in sc.guests}
-                errors = []
-                for name, future in futures.items():
-                    try:
-                        started[name] = future.result()
-                    except BaseException as exc:  # the others are released below
-                        errors.append(exc)
+            futures = {g.name: pool.submit(self.factory.start, self._spec(g)) for g in sc.guests}
+            errors = []
+            for name, future in futures.items():
+                try:
+                    started[name] = future.result()
+                except BaseException as exc:  # the others are released below
+                    errors.append(exc)
             if errors:
                 self._release(started)
                 raise errors[0]

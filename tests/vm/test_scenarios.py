@@ -170,8 +170,11 @@ def test_a_guest_over_the_budget_without_host_swap_is_killed_and_reported(run_sc
     assert final["oom_kills"] == 1 and final["pids_left"] == []
 
 
-ALLOCATE_AND_FREE = ("python3 -c 'b = bytearray(400 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\n"
-                     "print(len(b) >> 20)'")
+# Touches 400 MiB, says so, holds it until /tmp/release appears, exits (freeing it).
+ALLOCATE_HOLD_FREE = ("nohup python3 -c 'import os, time\nb = bytearray(400 << 20)\n"
+                      "for i in range(0, len(b), 4096): b[i] = 1\nopen(\"/tmp/touched\", \"w\").close()\n"
+                      "while not os.path.exists(\"/tmp/release\"): time.sleep(0.2)\n"
+                      "open(\"/tmp/freed\", \"w\").close()' >/dev/null 2>&1 &")
 
 
 def test_free_page_reporting_gives_freed_memory_back_to_the_host(vm_factory):
@@ -182,10 +185,18 @@ def test_free_page_reporting_gives_freed_memory_back_to_the_host(vm_factory):
                                                balloon=BalloonDevice(free_page_reporting=reporting))
     before = {k: m.host_rss_mib() for k, m in machines.items()}
     for machine in machines.values():
-        assert machine.ssh.run(ALLOCATE_AND_FREE, timeout=machine.timeouts.command).stdout.strip() == "400"
+        machine.ssh.run(ALLOCATE_HOLD_FREE)
+    for machine in machines.values():  # readiness: the guest says its pages are touched
+        wait_for(lambda m=machine: m.ssh.run("test -e /tmp/touched", check=False).ok or None,
+                 timeout=machine.timeouts.command, interval=0.5, what=f"{machine.name} to touch 400 MiB")
     peak = {k: m.host_rss_mib() for k, m in machines.items()}
-    for k in machines:  # both hosts saw the 400 MiB arrive
+    for k in machines:  # both hosts hold the 400 MiB now
         assert peak[k] - before[k] > 300, (before, peak)
+    for machine in machines.values():
+        machine.ssh.run("touch /tmp/release")
+    for machine in machines.values():
+        wait_for(lambda m=machine: m.ssh.run("test -e /tmp/freed", check=False).ok or None,
+                 timeout=machine.timeouts.command, interval=0.5, what=f"{machine.name} to free its 400 MiB")
 
     # Readiness: the reporting guest's QEMU gave most of it back (reports come in ~2 s passes).
     def given_back():
