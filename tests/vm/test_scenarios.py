@@ -174,7 +174,7 @@ def test_a_guest_over_the_budget_without_host_swap_is_killed_and_reported(run_sc
 ALLOCATE_HOLD_FREE = ("nohup python3 -c 'import os, time\nb = bytearray(400 << 20)\n"
                       "for i in range(0, len(b), 4096): b[i] = 1\nopen(\"/tmp/touched\", \"w\").close()\n"
                       "while not os.path.exists(\"/tmp/release\"): time.sleep(0.2)\n"
-                      "open(\"/tmp/freed\", \"w\").close()' >/dev/null 2>&1 &")
+                      "open(\"/tmp/freed\", \"w\").close()' </dev/null >/dev/null 2>&1 &")
 
 
 def test_free_page_reporting_gives_freed_memory_back_to_the_host(vm_factory):
