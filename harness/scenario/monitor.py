@@ -17,6 +17,7 @@ from pathlib import Path
 from harness.balloon import BalloonController
 from harness.errors import HarnessError
 from harness.host.budget import HostBudget
+from harness.host.kmsg import KernelLog
 from harness.host.procstatus import process_memory
 from harness.ledger import HOST_ROW
 from harness.machine.base import Machine
@@ -40,6 +41,8 @@ class GuestHandle:
     target_mib: float | None = None
     samples: collections.deque = field(default_factory=lambda: collections.deque(maxlen=HISTORY))
     died_at: float | None = None
+    #: QEMU's pid on the host, taken while it runs (libvirt's pid file goes with the domain).
+    pid: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -80,11 +83,17 @@ class HostMonitor(threading.Thread):
         self.host_history: collections.deque[HostSample] = collections.deque(maxlen=HISTORY)
         self._halt = threading.Event()
         self._kills_blamed = 0
+        #: Kills the kernel log attributes to the budget (pid -> guest name or None).
+        self.kernel_kills: dict[int, str | None] = {}
+        self.kmsg = KernelLog.open() if budget is not None else None
         self.error: BaseException | None = None
 
     def stop(self) -> None:
         self._halt.set()
         self.join(15)
+        if self.kmsg is not None:
+            self.kmsg.close()
+            self.kmsg = None
 
     def run(self) -> None:
         try:
@@ -100,6 +109,9 @@ class HostMonitor(threading.Thread):
 
     def sample_once(self) -> None:
         now = time.time()
+        for guest in self.guests:
+            if guest.alive and guest.pid is None:
+                guest.pid = guest.machine.host_pid()
         host_row = self._sample_host(now)
         for guest in self.guests:
             self._sample_guest(guest, now)
@@ -113,9 +125,11 @@ class HostMonitor(threading.Thread):
         else:
             reading = self.budget.read()
             usage = reading.usage_mib
+            self._read_kernel_log()
             row.update(budget_mib=self.budget.budget_mib, budget_usage_mib=round(usage, 1),
                        budget_peak_mib=_r(reading.peak_mib), budget_file_mib=round(reading.file_mib, 1),
-                       budget_swap_mib=_r(reading.swap_mib), host_oom_kills=reading.oom_kills,
+                       budget_swap_mib=_r(reading.swap_mib),
+                       host_oom_kills=max(reading.oom_kills, len(self.kernel_kills)),
                        budget_limit_hits=reading.limit_hits, host_swap_used_mib=_r(self.budget.swap_used_mib()))
             sample = HostSample(now, float(self.budget.budget_mib),
                                 max(0.0, self.budget.budget_mib - usage + reading.file_mib), reading.swap_mib)
@@ -147,6 +161,16 @@ class HostMonitor(threading.Thread):
                 self._check_death(guest, now)
         self.ledger.write(row)
 
+    def _read_kernel_log(self) -> None:
+        if self.kmsg is None or self.budget is None:
+            return
+        memcg = "/" + self.budget.cgroup.name
+        for kill in self.kmsg.oom_kills(memcg):
+            vm = next((g.name for g in self.guests if g.pid == kill.pid), None)
+            self.kernel_kills[kill.pid] = vm
+            self.record({"event": "host-oom-kill", "pid": kill.pid, "task": kill.task, "vm": vm,
+                         "oom_memcg": kill.oom_memcg, "task_memcg": kill.task_memcg})
+
     def _check_death(self, guest: GuestHandle, now: float) -> None:
         if not guest.alive:
             return
@@ -154,9 +178,13 @@ class HostMonitor(threading.Thread):
         if reason is None:
             return
         guest.died_at = now
-        kills = self.budget.read().oom_kills if self.budget is not None else 0
-        # One kill per dead QEMU: a kill nobody has been blamed for yet is this one.
-        host_oom = kills > self._kills_blamed
+        kills = 0
+        if self.budget is not None:
+            self._read_kernel_log()
+            kills = max(self.budget.read().oom_kills, len(self.kernel_kills))
+        # The kernel log names the pid; else, one kill per dead QEMU: a kill nobody has
+        # been blamed for yet is this one.
+        host_oom = guest.pid in self.kernel_kills or kills > self._kills_blamed
         self._kills_blamed += int(host_oom)
         self.record({"event": "vm-died", "vm": guest.name, "reason": reason, "host_oom_kill": host_oom,
                      "host_oom_kills_total": kills})

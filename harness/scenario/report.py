@@ -200,7 +200,10 @@ def summarize_host(scenario: Scenario, ledger: Ledger, run: RunEvidence) -> dict
         "budget_held": (peak <= budget) if (peak is not None and budget) else None,
         "host_swap_peak_mib": round(max(swap_file), 1) if swap_file else (round(max(vm_swap), 1) if vm_swap else None),
         "qemu_swap_peak_mib": round(max(vm_swap), 1) if vm_swap else None,
-        "host_oom_kills": int(final.get("oom_kills", max(kills) if kills else 0)),
+        # The cgroup's counter, or the kernel log's kills where the counter went with a
+        # child group (libvirt), whichever saw more.
+        "host_oom_kills": int(max(final.get("oom_kills") or 0, max(kills, default=0),
+                                  sum(1 for e in run.harness_events if e.get("event") == "host-oom-kill"))),
         "killed_vms": [{"vm": e["vm"], "t_s": round(e["t"] - run.t0, 1), "host_oom_kill": e.get("host_oom_kill")}
                        for e in deaths],
         "time_over_budget_s": over,

@@ -204,3 +204,30 @@ def test_a_libvirt_budget_is_a_partition_in_every_v1_hierarchy(run):
         left = leftover_cgroups({run.run_id})
         assert cpuset in left and budget.path in left
     assert not leftover_cgroups({run.run_id})
+
+
+def test_kernel_oom_lines_are_parsed():
+    from harness.host.kmsg import parse_oom_kill
+    line = ("oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,"
+            "oom_memcg=/bh-12ab-2.partition,task_memcg=/bh-12ab-2.partition/qemu-3-bh-12ab-victim.libvirt-qemu,"
+            "task=qemu-system-x86,pid=4242,uid=0")
+    kill = parse_oom_kill(line)
+    assert (kill.pid, kill.task, kill.oom_memcg) == (4242, "qemu-system-x86", "/bh-12ab-2.partition")
+    assert parse_oom_kill("Out of memory: Killed process 1 (x)") is None
+
+
+@needs_cgroup
+def test_the_kernel_log_names_the_process_the_oom_killer_took_in_the_budget(run):
+    from harness.host.kmsg import KernelLog
+    log = KernelLog.open()
+    if log is None:
+        pytest.skip("/dev/kmsg is not readable here")
+    try:
+        with HostBudget(run, 96, HostSwapSpec(0), CONTROLLER) as budget:
+            proc = start_in(budget.cgroup, 200)
+            assert proc.wait(timeout=60) == -signal.SIGKILL
+            kills = log.oom_kills("/" + budget.cgroup.name)
+            assert [k.pid for k in kills] == [proc.pid]
+            assert log.oom_kills("/" + budget.cgroup.name) == []  # each record once
+    finally:
+        log.close()

@@ -154,6 +154,10 @@ def test_schedule_ramps_in_steps_of_its_interval():
     steps = (Step(12, 640, 4), Step(40, 1024, 2))
     targets = [round(scheduled_target(1024, steps, t)[0]) for t in (11, 12, 13, 14, 15, 16, 30, 41, 42)]
     assert targets == [1024, 1024, 928, 832, 736, 640, 640, 832, 1024]
+    # Decisions that fall between the steps see the same targets (no 927.3, 831.1, ...).
+    late = [round(scheduled_target(1024, steps, t + 0.37)[0], 3) for t in (12, 13, 14, 15)]
+    assert late == [1024, 928, 832, 736]
+    assert scheduled_target(1024, (Step(0, 512, 4),), 3.99, interval_s=2.0)[0] == 768
     policy = SchedulePolicy({"vm": steps}, {"vm": 1024.0}, interval_s=1.0)
     seen = []
     current = None
