@@ -138,27 +138,28 @@ class HostMonitor(threading.Thread):
         return row
 
     def _sample_guest(self, guest: GuestHandle, now: float) -> None:
+        if not guest.alive:
+            return  # its QEMU is gone: no more rows (the death is in the events)
         machine = guest.machine
         row: dict = {"t": now, "vm": guest.name, "balloon_target_mib": guest.target_mib}
-        if guest.alive:
-            mem = process_memory(machine.host_pid())
-            if mem is not None:
-                row.update(qemu_rss_mib=round(mem.rss_mib, 1), qemu_swap_mib=round(mem.swap_mib, 1))
-            try:
-                actual = machine.balloon.state().actual_mib
-                stats = machine.balloon.guest_stats()
-                sample = GuestStats(now, actual, stats.free_mib, stats.available_mib, stats.total_mib,
-                                    stats.swapped_in_mib, stats.swapped_out_mib, stats.major_faults)
-                row.update(balloon_actual_mib=round(actual, 1), stats_total_mib=_r(stats.total_mib),
-                           stats_free_mib=_r(stats.free_mib), stats_available_mib=_r(stats.available_mib),
-                           stats_swapped_out_mib=_r(stats.swapped_out_mib))
-                with guest.lock:
-                    guest.samples.append(sample)
-            except HarnessError:
-                self._check_death(guest, now)  # QEMU gone, or QMP/libvirt not answering
-            except Exception as exc:  # libvirt raises its own errors for a vanished domain
-                log.debug("%s: balloon read failed: %s", guest.name, exc)
-                self._check_death(guest, now)
+        mem = process_memory(machine.host_pid())
+        if mem is not None:
+            row.update(qemu_rss_mib=round(mem.rss_mib, 1), qemu_swap_mib=round(mem.swap_mib, 1))
+        try:
+            actual = machine.balloon.state().actual_mib
+            stats = machine.balloon.guest_stats()
+            sample = GuestStats(now, actual, stats.free_mib, stats.available_mib, stats.total_mib,
+                                stats.swapped_in_mib, stats.swapped_out_mib, stats.major_faults)
+            row.update(balloon_actual_mib=round(actual, 1), stats_total_mib=_r(stats.total_mib),
+                       stats_free_mib=_r(stats.free_mib), stats_available_mib=_r(stats.available_mib),
+                       stats_swapped_out_mib=_r(stats.swapped_out_mib))
+            with guest.lock:
+                guest.samples.append(sample)
+        except HarnessError:
+            self._check_death(guest, now)  # QEMU gone, or QMP/libvirt not answering
+        except Exception as exc:  # libvirt raises its own errors for a vanished domain
+            log.debug("%s: balloon read failed: %s", guest.name, exc)
+            self._check_death(guest, now)
         self.ledger.write(row)
 
     def _read_kernel_log(self) -> None:
