@@ -216,6 +216,33 @@ def _variant_order(folder) -> list[str]:
         return []
 
 
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.bundle import missing_items, write_bundle
+    path, manifest = write_bundle(Path(args.source), Path(args.output) if args.output else None)
+    console.print(f"bundle {path} ({path.stat().st_size / 1024:.0f} KiB): {manifest['kind']}, "
+                  f"{len(manifest['runs'])} run(s)", highlight=False)
+    if missing := missing_items(manifest):
+        console.print("not in it (the run left none): " + ", ".join(missing), highlight=False)
+    return 0
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.repro import facts_report, outcome, reproduce, side_by_side
+    with console.status(f"reproducing {args.bundle}") as status:
+        result = reproduce(Path(args.bundle), Path(args.runs), args.accel,
+                           progress=lambda m: (status.update(m), console.log(m)))
+    for pair in result.pairs:
+        console.print(side_by_side(pair.original, pair.new))
+        console.print(outcome(pair.original, pair.new), highlight=False)
+    console.print(facts_report(result.original_facts, result.new_facts))
+    console.print(f"run folder: {result.folder}")
+    return 0 if result.passed else 1
+
+
 def cmd_scenarios(args: argparse.Namespace) -> int:
     from harness.scenario.model import load_scenario, shipped_scenarios
     for name, path in shipped_scenarios().items():
@@ -279,6 +306,17 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="rebuild the table, summary and plot of a run folder, complete or not")
     report.add_argument("run_dir", help="a run folder (or a compare folder)")
     report.set_defaults(func=cmd_report)
+
+    bundle = sub.add_parser("bundle", help="pack a run (or a failed test's artifacts) into one archive to share")
+    bundle.add_argument("source", help="a run folder, compare folder or failed test's artifact folder")
+    bundle.add_argument("-o", "--output", help="the archive (default ./<folder name>.bundle.tar.gz)")
+    bundle.set_defaults(func=cmd_bundle)
+
+    repro = sub.add_parser("repro", help="re-run a bundle's scenario and print its figures beside the original's")
+    repro.add_argument("bundle", help="a .tar.gz written by `balloon-harness bundle`")
+    repro.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    repro.add_argument("--runs", default="runs", help="where the new run folder goes (default ./runs)")
+    repro.set_defaults(func=cmd_repro)
 
     sub.add_parser("scenarios", help="list the shipped scenarios").set_defaults(func=cmd_scenarios)
 

@@ -33,16 +33,20 @@ def is_run_folder(folder: Path) -> bool:
     return (folder / RUN_META).is_file()
 
 
-def scenario_of(folder: Path) -> tuple[Scenario, str | None, str]:
-    """The scenario as this run ran it (its variant applied), the variant and its label."""
+def written_scenario(folder: Path) -> tuple[Scenario, str | None, dict]:
+    """The scenario as written (before its variant), the run's variant and its run.json."""
     meta = read_json(folder / RUN_META) or {}
     try:
         text = (folder / "scenario.toml").read_text()
     except OSError:
         raise ScenarioError(f"{folder} has no scenario.toml: it is not a run folder.",
                             fix="give the folder `run` or `compare` printed (it holds run.json).") from None
-    scenario = parse_scenario(text, f"{folder}/scenario.toml")
-    name = meta.get("variant")
+    return parse_scenario(text, f"{folder}/scenario.toml"), meta.get("variant") or None, meta
+
+
+def scenario_of(folder: Path) -> tuple[Scenario, str | None, str]:
+    """The scenario as this run ran it (its variant applied), the variant and its label."""
+    scenario, name, meta = written_scenario(folder)
     if not name:
         return scenario, None, meta.get("label") or "as written"
     variant = parse_variant(name)

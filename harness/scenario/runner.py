@@ -22,6 +22,7 @@ from pathlib import Path
 
 from harness.balloon import BalloonController
 from harness.config import Backend
+from harness.envfacts import FACTS_FILE, gather
 from harness.errors import HarnessError
 from harness.host.budget import HostBudget
 from harness.host.placement import Placement
@@ -96,6 +97,7 @@ class ScenarioRunner:
         sc = self.scenario
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "scenario.toml").write_text(self.original.text)
+        self._write_facts()
         self._write_meta(scenario=sc.name, variant=self.variant.name if self.variant else None, label=self.label,
                          policy=sc.policy.kind.value, started=time.time(), finished=False,
                          guests={g.name: {"memory_mib": g.memory_mib, "cpus": g.cpus, "swap": str(g.swap),
@@ -137,6 +139,15 @@ class ScenarioRunner:
             raise error
         report = build_report(self.folder, sc, self.variant.name if self.variant else None, self.label)
         return RunResult(sc, self.tag, self.folder, report.summary, report.expectations)
+
+    def _write_facts(self) -> None:
+        """The environment's facts, for a bundle of this run (harness.envfacts)."""
+        backends = sorted({(g.backend or self.factory.defaults.backend).value for g in self.scenario.guests})
+        try:
+            facts = gather(self.factory.image, self.factory.accel.value, ",".join(backends))
+            (self.folder / FACTS_FILE).write_text(facts.to_json())
+        except Exception:  # evidence, not a reason to fail the run
+            log.exception("gathering the environment's facts failed")
 
     def _start_guests(self, budget: HostBudget | None, pool: ThreadPoolExecutor) -> dict[str, Machine]:
         sc = self.scenario
