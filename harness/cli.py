@@ -117,6 +117,8 @@ def _scenario_factory(args: argparse.Namespace):
 
 
 def _print_run(result) -> None:
+    if not result.expectations and "error" not in result.summary:
+        console.print("  no expectations: the scenario has no [expect] table, so nothing was checked")
     for e in result.failures() + [e for e in result.expectations if e.passed]:
         mark = "[green]pass[/]" if e.passed else "[red]FAIL[/]"
         console.print(f"  {mark} {e.name}: {e.detail}", highlight=False)
@@ -152,32 +154,46 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from harness.errors import ConfigError
     from harness.scenario.runner import compare_variants, new_run_folder
-    from harness.scenario.table import summary_table, verdict
     from harness.scenario.variants import parse_variants
     scenario = _load(args)
     variants = parse_variants(args.variants, scenario)
+    if args.repeat < 1:
+        raise ConfigError(f"--repeat {args.repeat}: a comparison needs at least one run per variant.",
+                          fix="use --repeat 1 or more (3 gives a median and a range).")
     session, factory = _scenario_factory(args)
     folder = new_run_folder(Path(args.runs), scenario)
     console.print(f"[bold]{scenario.name}[/]: {scenario.description}\n"
-                  f"variants {', '.join(v.name for v in variants)}; accelerator {session.accel.value}; "
-                  f"each run gets fresh guests; run folder {folder}")
+                  f"variants {', '.join(v.name for v in variants)}" + (f", {args.repeat} runs each" if args.repeat > 1
+                                                                        else "")
+                  + f"; accelerator {session.accel.value}; each run gets fresh guests; run folder {folder}")
     try:
         with console.status(f"comparing {scenario.name}") as status:
-            results = compare_variants(scenario, factory, folder, variants,
+            results = compare_variants(scenario, factory, folder, variants, repeat=args.repeat,
                                        progress=lambda m: (status.update(m), console.log(m)))
     finally:
         factory.close()
     summaries = [r.summary for r in results]
-    console.print(summary_table(summaries))
-    for other in summaries[1:]:
-        console.print(verdict(summaries[0], other))
+    status = _print_comparison(summaries, all(r.passed for r in results), args.require_better)
     console.print("plots: " + "\n       ".join(s["plot"] for s in summaries) + f"\nsummary: {folder / 'summary.json'}")
-    failed = [r for r in results if not r.passed]
-    for r in failed:
-        console.print(f"[red]{r.mode}: expectations failed[/]")
-        _print_run(r)
-    return 1 if failed else 0
+    for r in results:
+        if not r.passed:
+            console.print(f"[red]{r.folder.name}: expectations failed[/]")
+            _print_run(r)
+    return status
+
+
+def _print_comparison(summaries: list[dict], runs_passed: bool, require_better: bool = False) -> int:
+    from harness.scenario.comparison import comparison_view, exit_status
+    view = comparison_view(summaries)
+    console.print(view.table)
+    for v in view.verdicts:
+        console.print(v.text(), highlight=False)
+    failed = view.failed_verdicts(require_better)
+    for v in failed:
+        console.print(f"[red]the comparison failed:[/] {v.other} did not do better than {v.base}", highlight=False)
+    return exit_status(runs_passed, failed)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -186,7 +202,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.errors import ConfigError
     from harness.scenario.rebuild import build_report, is_run_folder
     from harness.scenario.runner import write_comparison
-    from harness.scenario.table import summary_table, verdict
     folder = Path(args.run_dir)
     runs = [folder] if is_run_folder(folder) else sorted(p for p in folder.iterdir() if is_run_folder(p)) \
         if folder.is_dir() else []
@@ -199,13 +214,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         order = {name: i for i, name in enumerate(_variant_order(folder))}
         summaries.sort(key=lambda s: order.get(s["variant"], len(order)))
         write_comparison(folder, summaries[0]["scenario"], summaries)
-    console.print(summary_table(summaries))
-    for other in summaries[1:]:
-        console.print(verdict(summaries[0], other))
+    status = _print_comparison(summaries, all(e.passed for r in reports for e in r.expectations))
     for report in reports:
         state = "complete" if report.summary["complete"] else "PARTIAL (the run did not finish)"
         console.print(f"{report.folder}: {state}; plot {report.folder / 'plot.png'}")
-    return 0 if all(e.passed for r in reports for e in r.expectations) else 1
+    return status
 
 
 def _variant_order(folder) -> list[str]:
@@ -254,6 +267,8 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     args.scenario = "demo-overcommit"
     args.variants = None
+    args.repeat = 1
+    args.require_better = True  # the demo's claim: the Intermediate module helps
     return cmd_compare(args)
 
 
@@ -301,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--variants", default=None,
                              help="comma-separated, e.g. schedule,mom,mom+intermediate (default: the "
                                   "scenario's [compare] variants, else off,on)")
+            cmd.add_argument("--repeat", type=int, default=1, metavar="N",
+                             help="run each variant N times; report medians and ranges")
+            cmd.add_argument("--require-better", action="store_true",
+                             help="exit 3 also when a variant made no measurable difference (as demo does)")
         cmd.set_defaults(func=func)
 
     report = sub.add_parser("report", help="rebuild the table, summary and plot of a run folder, complete or not")

@@ -12,6 +12,8 @@ from harness.ledger import HOST_ROW, Ledger
 from harness.scenario.evidence import GuestEvidence, RunEvidence
 from harness.scenario.spec import GuestSection, Scenario
 
+#: How Machine.collect_artifacts fills dmesg.txt when the guest did not answer.
+NOT_COLLECTED = "(not collected"
 OOM_LINE = re.compile(r"Out of memory: Killed process (\d+) \(([^)]*)\)")
 #: How close `actual` must come to a scheduled target to count as reached (MiB), as
 #: BalloonController.wait_until.
@@ -141,6 +143,9 @@ def summarize_guest(guest: GuestSection, evidence: GuestEvidence, ledger: Ledger
         "balloon_seconds_to_target": lowest["seconds_to_reach"] if lowest else None,
         "balloon_closest_mib": lowest["closest_mib"] if lowest else None,
         "oom_kills": int(kills) if kills is not None else len(dmesg_victims),
+        # Known only from the guest's counter or its dmesg; a guest that gave neither is not
+        # a guest without kills.
+        "oom_kills_measured": kills is not None or not (evidence.dmesg or NOT_COLLECTED).startswith(NOT_COLLECTED),
         "oom_victims": dmesg_victims,
         "protected": protected,
         "protected_completed": bool(protected) and all(w["completed"] for w in protected.values()),
@@ -153,6 +158,8 @@ def summarize_guest(guest: GuestSection, evidence: GuestEvidence, ledger: Ledger
         "longest_stopped_s": longest,
         "longest_stopped_comm": longest_who,
         "left_stopped": evidence.final.get("left_stopped", []),
+        # Read at the end over SSH; a guest that died took its processes with it.
+        "left_stopped_measured": "left_stopped" in evidence.final or died is not None,
         "ssh_longest_silence_s": evidence.final.get("ssh_longest_silence_s"),
         "qemu_rss_peak_mib": round(max(rss), 1) if rss else None,
         "qemu_swap_peak_mib": round(max(vmswap), 1) if vmswap else None,
@@ -236,6 +243,7 @@ def summarize(scenario: Scenario, run: RunEvidence, ledger: Ledger, variant: str
         "host": summarize_host(scenario, ledger, run),
         # Totals over the guests (for a single guest: its own figures).
         "oom_kills": sum(g["oom_kills"] for g in values),
+        "oom_kills_unmeasured": [g["vm"] for g in values if not g["oom_kills_measured"]],
         "oom_victims": tagged("oom_victims"),
         "protected_completed": bool(with_protected) and all(g["protected_completed"] for g in with_protected),
         "protected_items_per_s": _sum([g["protected_items_per_s"] for g in values]),
@@ -245,6 +253,7 @@ def summarize(scenario: Scenario, run: RunEvidence, ledger: Ledger, variant: str
         "resumes": sum(g["resumes"] for g in values),
         "protected_stops": tagged("protected_stops"),
         "left_stopped": tagged("left_stopped"),
+        "left_stopped_unmeasured": [g["vm"] for g in values if not g["left_stopped_measured"]],
         "longest_stopped_s": longest["longest_stopped_s"],
         "longest_stopped_comm": longest["longest_stopped_comm"],
         "ssh_longest_silence_s": max((g["ssh_longest_silence_s"] or 0 for g in values), default=0),
@@ -268,7 +277,15 @@ class ExpectationResult:
     detail: str
 
 
+def _unmeasured(name: str, vms: list[str], what: str) -> ExpectationResult:
+    return ExpectationResult(name, False, f"not measured for {', '.join(vms)}: {what}")
+
+
 def check_expectations(scenario: Scenario, summary: dict) -> list[ExpectationResult]:
+    """Each expectation the scenario states, judged on the summary. An expectation whose
+    figure is missing (a killed run, a guest that never answered) fails: the run did not show
+    it. A scenario without expectations gets an empty list: nothing was checked, which
+    `run` says rather than calling it a pass."""
     ex = scenario.expect
     host = summary["host"]
     results = []
@@ -278,12 +295,20 @@ def check_expectations(scenario: Scenario, summary: dict) -> list[ExpectationRes
                                          f"protected workload completed: {got}"))
     if ex.no_oom_kill is not None:
         kills = summary["oom_kills"] or 0
-        results.append(ExpectationResult("no_oom_kill", (kills == 0) == ex.no_oom_kill,
-                                         f"{kills} guest OOM kill(s) {summary['oom_victims'] or ''}".strip()))
+        if summary.get("oom_kills_unmeasured"):
+            results.append(_unmeasured("no_oom_kill", summary["oom_kills_unmeasured"],
+                                       "no guest samples and no dmesg"))
+        else:
+            results.append(ExpectationResult("no_oom_kill", (kills == 0) == ex.no_oom_kill,
+                                             f"{kills} guest OOM kill(s) {summary['oom_victims'] or ''}".strip()))
     if ex.nothing_left_stopped is not None:
         left = summary["left_stopped"]
-        results.append(ExpectationResult("nothing_left_stopped", (not left) == ex.nothing_left_stopped,
-                                         f"left stopped at the end: {left or 'none'}"))
+        if summary.get("left_stopped_unmeasured"):
+            results.append(_unmeasured("nothing_left_stopped", summary["left_stopped_unmeasured"],
+                                       "the run ended before the guest's processes were listed"))
+        else:
+            results.append(ExpectationResult("nothing_left_stopped", (not left) == ex.nothing_left_stopped,
+                                             f"left stopped at the end: {', '.join(left) or 'none'}"))
     if ex.balloon_reaches_targets is not None:
         steps = summary["balloon_steps"]
         missed = [s for s in steps if not s["reached"]]
@@ -304,7 +329,8 @@ def check_expectations(scenario: Scenario, summary: dict) -> list[ExpectationRes
         stall = summary["psi_full_stall_s"]
         results.append(ExpectationResult("max_psi_full_stall_s",
                                          stall is not None and stall <= ex.max_psi_full_stall_s,
-                                         f"PSI full stall {stall} s (limit {ex.max_psi_full_stall_s} s)"))
+                                         f"PSI full stall {stall} s (limit {ex.max_psi_full_stall_s} s)"
+                                         if stall is not None else "PSI full stall not measured (no guest samples)"))
     if ex.host_budget_held is not None:
         held = host["budget_held"]
         results.append(ExpectationResult("host_budget_held", held is ex.host_budget_held,

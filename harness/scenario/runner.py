@@ -33,6 +33,7 @@ from harness.scenario.guest import GuestDriver
 from harness.scenario.monitor import GuestHandle, HostMonitor
 from harness.scenario.policyrun import PolicyLoop, policy_for
 from harness.scenario.rebuild import SUMMARY, build_report
+from harness.scenario.repeat import aggregate, group_runs, judged
 from harness.scenario.report import ExpectationResult
 from harness.scenario.spec import GuestSection, Scenario
 from harness.scenario.table import verdict
@@ -259,23 +260,40 @@ def run_scenario(scenario: Scenario, factory: MachineFactory, folder: Path, *, i
 
 
 def compare_variants(scenario: Scenario, factory: MachineFactory, folder: Path, variants: list[Variant],
-                     progress: Progress = lambda _m: None) -> list[RunResult]:
-    """The scenario once per variant, each on fresh guests, in `folder/<variant>/`."""
-    results = [run_scenario(scenario, factory, folder / v.name, variant=v, progress=progress) for v in variants]
+                     progress: Progress = lambda _m: None, repeat: int = 1) -> list[RunResult]:
+    """The scenario once per variant, each on fresh guests, in `folder/<variant>/`; with
+    `repeat` N, N times each (`folder/<variant>-<i>/`), the variants taking turns so that a
+    slow spell of the host does not fall on one variant only."""
+    results = []
+    for i in range(1, repeat + 1):
+        for v in variants:
+            where = folder / (v.name if repeat == 1 else f"{v.name}-{i}")
+            results.append(run_scenario(scenario, factory, where, variant=v, progress=progress))
     write_comparison(folder, scenario.name, [r.summary for r in results])
     return results
 
 
 def write_comparison(folder: Path, name: str, summaries: list[dict]) -> dict:
-    base = summaries[0]
-    comparison = {"scenario": name, "variants": [s["variant"] for s in summaries],
-                  "runs": {s["variant"]: s for s in summaries},
-                  "verdicts": {s["variant"]: verdict(base, s) for s in summaries[1:]}}
-    for s in summaries:  # today's keys, for readers of the two-column summary
-        if s["variant"] in ("off", "on"):
-            comparison[s["variant"]] = s
-    if len(summaries) == 2:
-        comparison["verdict"] = verdict(base, summaries[1])
+    """summary.json of a comparison. One run per variant: "runs" maps each variant to its
+    summary. Repeated: "runs" maps each to the list of its runs' summaries, "medians" to
+    each figure's median, min, max and per-run values, and the verdicts judge the medians."""
+    groups = group_runs(summaries)
+    judge_on = judged(groups)
+    base, *others = judge_on.values()
+    comparison = {"scenario": name, "variants": list(groups),
+                  "verdicts": {v: verdict(base, judge_on[v]) for v in list(groups)[1:]}}
+    if any(len(runs) > 1 for runs in groups.values()):
+        comparison["repeat"] = max(len(runs) for runs in groups.values())
+        comparison["runs"] = groups
+        comparison["medians"] = {v: {k: s.as_dict() if s else None for k, s in aggregate(runs).items()}
+                                 for v, runs in groups.items()}
+    else:
+        comparison["runs"] = {v: runs[0] for v, runs in groups.items()}
+        for v in ("off", "on"):  # today's keys, for readers of the two-column summary
+            if v in groups:
+                comparison[v] = groups[v][0]
+    if len(others) == 1:
+        comparison["verdict"] = verdict(base, others[0])
     (folder / SUMMARY).write_text(json.dumps(comparison, indent=2, default=str) + "\n")
     return comparison
 

@@ -7,7 +7,9 @@ scenario with a host budget gets the host's rows at the end.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from rich.table import Table
 
@@ -147,7 +149,37 @@ def _safe(fmt: Callable[[dict], str], summary: dict) -> str:
         return "-"  # a partial run may lack a figure
 
 
-def verdict(base: dict, other: dict) -> str:
+class Outcome(enum.Enum):
+    BETTER = "better"
+    WORSE = "worse"
+    MIXED = "mixed"
+    SAME = "same"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    base: str
+    other: str
+    better: tuple[str, ...]
+    worse: tuple[str, ...]
+
+    @property
+    def outcome(self) -> Outcome:
+        if self.better:
+            return Outcome.MIXED if self.worse else Outcome.BETTER
+        return Outcome.WORSE if self.worse else Outcome.SAME
+
+    def text(self) -> str:
+        who = self.other if self.other != "balloon + Intermediate" else "the Intermediate module"
+        better, worse = ", ".join(self.better), ", ".join(self.worse)
+        return {Outcome.BETTER: f"Verdict: {who} did better on {better} than {self.base}.",
+                Outcome.WORSE: f"Verdict: {who} did WORSE on {worse} than {self.base}.",
+                Outcome.MIXED: f"Verdict: {who} vs {self.base}: mixed: better on {better}; worse on {worse}.",
+                Outcome.SAME: f"Verdict: no measurable difference between {self.base} and {self.other}.",
+                }[self.outcome]
+
+
+def judge(base: dict, other: dict) -> Verdict:
     """What `other` changed against `base`, on the figures that matter, with slack for noise."""
     better, worse = [], []
 
@@ -176,12 +208,8 @@ def verdict(base: dict, other: dict) -> str:
         worse.append("protected workload completed")
     if other["left_stopped"]:
         worse.append("processes left stopped")
-    who = other["label"] if other["label"] != "balloon + Intermediate" else "the Intermediate module"
-    if better and not worse:
-        return f"Verdict: {who} did better on " + ", ".join(better) + f" than {base['label']}."
-    if worse and not better:
-        return f"Verdict: {who} did WORSE on " + ", ".join(worse) + f" than {base['label']}."
-    if better and worse:
-        return f"Verdict: {who} vs {base['label']}: mixed: better on " + ", ".join(better) + "; worse on " + \
-            ", ".join(worse) + "."
-    return f"Verdict: no measurable difference between {base['label']} and {other['label']}."
+    return Verdict(base["label"], other["label"], tuple(better), tuple(worse))
+
+
+def verdict(base: dict, other: dict) -> str:
+    return judge(base, other).text()
