@@ -109,7 +109,7 @@ class MachineFactory:
         """Stop one machine and remove its files; with `artifacts_dir`, save its evidence first."""
         try:
             if artifacts_dir is not None:
-                machine.collect_artifacts(artifacts_dir / machine.vm_dir.name)
+                machine.collect_artifacts(artifacts_dir / machine.name)  # unique among the live ones
         except Exception:
             log.exception("collecting artifacts of %s failed", machine.name)
         try:

@@ -63,6 +63,7 @@ def test_failed_test_leaves_artifacts_and_no_process(tmp_path):
     assert proc.returncode == 1 and "deliberate failure" in out, out
     (test_dir,) = artifacts.iterdir()
     (vm_dir,) = test_dir.iterdir()
+    assert vm_dir.name == "vm"  # the guest's name, not its runtime folder's (vm-1)
     names = {p.name for p in vm_dir.iterdir()}
     assert {"serial.log", "cmdline.txt", "qmp.jsonl", "dmesg.txt", "journal.txt"} <= names
     assert "evidence-from-the-guest" in (vm_dir / "dmesg.txt").read_text()
