@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -27,11 +28,20 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _percent(text: str) -> float:
+def _number(text: str, what: str = "a number") -> float:
+    """A finite float: nan compares false with everything (--hold nan never resumed) and inf
+    is no duration."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _percent(text: str) -> float:
+    value = _number(text)
     if not 0 <= value <= 100:
         raise argparse.ArgumentTypeError(f"must be a percentage between 0 and 100, got {text}")
     return value
@@ -41,10 +51,7 @@ def _non_negative(what: str) -> Callable[[str], float]:
     """An argparse type: a number >= 0; `what` names it in the error."""
 
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        value = _number(text, what)
         if value < 0:
             raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
         return value
@@ -128,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> DaemonConfig:
-    from .procs import cgroup2_mount, normalize_cgroup
+    from .procs import cgroup2_mount, normalize_cgroup, read_stat
 
     mount = cgroup2_mount()
     needs_cgroup = args.protect_cgroup or args.never_stop_cgroup or args.scope_cgroup or args.method == "cgroup"
@@ -138,7 +145,8 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
     def cg(path: str) -> str:
         return normalize_cgroup(path, mount)
 
-    if args.scope_pid is not None and not os.path.exists(f"/proc/{args.scope_pid}"):
+    scope_stat = read_stat(args.scope_pid) if args.scope_pid is not None else None
+    if args.scope_pid is not None and (scope_stat is None or scope_stat.is_zombie):
         raise UsageError(f"--scope-pid {args.scope_pid}: no such process")
     if args.scope_cgroup is not None and mount is not None:
         if not os.path.isdir(mount.rstrip("/") + cg(args.scope_cgroup)):
@@ -152,6 +160,7 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
             never_stop_comms=tuple(args.never_stop),
             never_stop_cgroups=tuple(cg(p) for p in args.never_stop_cgroup),
             scope_pid=args.scope_pid,
+            scope_starttime=scope_stat.starttime if scope_stat is not None else None,
             scope_cgroup=cg(args.scope_cgroup) if args.scope_cgroup else None,
         ),
         pressure_file=args.pressure_file,
@@ -215,11 +224,11 @@ def _cmd_resume_all(args: argparse.Namespace) -> int:
     from .state import StateStore
 
     if not os.path.isdir(args.state_dir):
-        print(json.dumps({"resumed": [], "gone": [], "recycled": [], "note": "no state dir"}))
+        print(json.dumps({"resumed": [], "gone": [], "recycled": [], "failed": [], "errors": [], "note": "no state dir"}))
         return 0
     events = EventLog(args.events)
     try:
-        result = resume_recorded(StateStore(args.state_dir), events, "resume-all")
+        result, remaining = resume_recorded(StateStore(args.state_dir), events, "resume-all")
     finally:
         events.close()
     print(
@@ -228,10 +237,12 @@ def _cmd_resume_all(args: argparse.Namespace) -> int:
                 "resumed": [m.pid for m in result.done],
                 "gone": [m.pid for m in result.gone],
                 "recycled": [m.pid for m in result.recycled],
+                "failed": [m.pid for m in result.failed],
+                "errors": result.errors,
             }
         )
     )
-    return 0
+    return 1 if remaining else 0
 
 
 def _cmd_watchdog(args: argparse.Namespace) -> int:
