@@ -1,4 +1,4 @@
-"""Command line: `run`, `status`, `resume-all` (and the internal `watchdog`).
+"""Command line: `run`, `status`, `resume-all`, `replay`, `held` (and the internal `watchdog`).
 
 Every user error is reported as one line on stderr with exit status 2, never a traceback.
 """
@@ -126,6 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--events", metavar="FILE")
     _add_log_level(resume)
 
+    replay = sub.add_parser("replay", help="re-derive a run's decisions from its event log; exit 1 on a difference")
+    replay.add_argument("events", metavar="EVENTS.jsonl")
+    replay.add_argument("--rule", action="append", default=[], metavar="NAME=VALUE",
+                        help="try a changed rule, e.g. hold=3, stop_above=30, resume_headroom=0 (repeatable)")
+    replay.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    _add_log_level(replay)
+
+    held = sub.add_parser("held", help="list stopped processes and tasks of frozen cgroups (JSON)")
+    _add_log_level(held)
+
     watchdog = sub.add_parser("watchdog", help="(internal) resume everything when the daemon dies")
     watchdog.add_argument("--parent-pid", type=_pid, required=True)
     watchdog.add_argument("--state-dir", required=True)
@@ -195,8 +205,9 @@ def _setup_logging(level: str) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .actions import StartupError
     from .control import ControlError
-    from .daemon import StartupError, run_daemon
+    from .daemon import run_daemon
     from .state import StateError
 
     config = config_from_args(args)
@@ -245,13 +256,27 @@ def _cmd_resume_all(args: argparse.Namespace) -> int:
     return 1 if remaining else 0
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import main as replay_main
+
+    return replay_main(args.events, args.rule, args.json)
+
+
+def _cmd_held(args: argparse.Namespace) -> int:
+    from .held import held
+
+    print(json.dumps(held(), sort_keys=True))
+    return 0
+
+
 def _cmd_watchdog(args: argparse.Namespace) -> int:
     from .watchdog import run_watchdog
 
     return run_watchdog(args.parent_pid, args.state_dir, args.events)
 
 
-COMMANDS = {"run": _cmd_run, "status": _cmd_status, "resume-all": _cmd_resume_all, "watchdog": _cmd_watchdog}
+COMMANDS = {"run": _cmd_run, "status": _cmd_status, "resume-all": _cmd_resume_all, "replay": _cmd_replay,
+            "held": _cmd_held, "watchdog": _cmd_watchdog}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,6 +30,7 @@ if str(REPO_ROOT) not in sys.path:
 from harness.guest.intermediate.events import read_events  # noqa: E402
 from harness.guest.intermediate.fakepsi import PressureFileWriter  # noqa: E402
 from harness.guest.intermediate.procs import cgroup2_mount  # noqa: E402
+from harness.guest.intermediate.replay import replay_events  # noqa: E402
 
 WORKER = Path(__file__).with_name("worker.py")
 SPAWN_MARKER_NAME = "BH_INTERMEDIATE_TEST_SPAWN"
@@ -420,6 +421,7 @@ def start_daemon(workdir: Path, psi: PressureFileWriter, request: pytest.Fixture
 
     yield start
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    unreplayable = []
     for daemon in started:
         if daemon.popen.poll() is None:
             daemon.popen.send_signal(signal.SIGTERM)
@@ -429,6 +431,11 @@ def start_daemon(workdir: Path, psi: PressureFileWriter, request: pytest.Fixture
                 daemon.popen.kill()
         if failed:
             sys.stderr.write(f"\n--- daemon log {daemon.log_path} ---\n{daemon.log()[-6000:]}\n")
+        # Every daemon run of the suite is replayed: the core must re-derive each decision it made.
+        report = replay_events(daemon.events())
+        if report.differences:
+            unreplayable.append(f"{daemon.events_path}:\n{report.table()}")
+    assert not unreplayable, "replay differs from the daemon's decisions:\n" + "\n".join(unreplayable)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
