@@ -306,3 +306,12 @@ def test_held_lists_stopped_processes_and_frozen_cgroup_tasks(spawn, test_cgroup
     finally:
         Path(cgroup_dir, "cgroup.freeze").write_text("0")
         os.kill(stopped.pid, signal.SIGCONT)
+
+
+def test_held_labels_name_each_held_process():
+    from harness.guest.intermediate.held import held_labels
+
+    text = json.dumps({"stopped": [{"pid": 3, "comm": "a", "state": "T"}],
+                       "frozen": [{"pid": 4, "comm": "b", "cgroup": "/x"}]})
+    assert held_labels(text) == ["a(3)", "b(4):frozen:/x"]
+    assert held_labels(json.dumps({"stopped": [], "frozen": []})) == []
