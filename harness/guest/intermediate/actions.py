@@ -78,13 +78,15 @@ class Performer:
         """Carry out the decision's actions in order; returns the state with their outcomes settled."""
         self._state = decision.state
         self._pending = [a.held for a in decision.actions if isinstance(a, Resume)]
+        started = time.perf_counter()
         self._save()  # every unit about to be stopped is recorded before any signal
+        timing = {**(timing or {}), "record": round((time.perf_counter() - started) * 1000, 3)}
         for action in decision.actions:
             if isinstance(action, Emit):
                 self.events.emit(action.event, pid=action.pid, comm=action.comm, reason=action.reason,
                                  pressure=obs.reading, **dict(action.extra))
             elif isinstance(action, Stop):
-                self._stop(action.unit, obs, timing or {})
+                self._stop(action.unit, obs, timing)
             elif isinstance(action, Resume):
                 self._resume(action, obs)
             elif isinstance(action, Drop):
