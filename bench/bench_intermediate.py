@@ -36,10 +36,12 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from harness.guest.intermediate.config import PSI_MEMORY_PATH as PSI_PATH  # noqa: E402
 from harness.guest.intermediate.control import ControlError, request  # noqa: E402
+from harness.guest.intermediate.core import CoreState, Decision, Rules, decide  # noqa: E402
 from harness.guest.intermediate.events import read_events  # noqa: E402
 from harness.guest.intermediate.fakepsi import AVG_KERNEL, PressureFileWriter  # noqa: E402
 from harness.guest.intermediate.pressure import parse_psi, read_small_file  # noqa: E402
 from harness.guest.intermediate.procs import read_state as proc_state  # noqa: E402
+from harness.guest.intermediate.snapshot import InputDecoder  # noqa: E402
 from harness.guest.sampler import read_kv  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -191,6 +193,37 @@ def wait_calm(control: Path, timeout: float) -> bool:
     return wait_until(calm, timeout, 0.1) is not None
 
 
+def decision_times(events: list[dict]) -> dict:
+    """The decision core alone, on the inputs the daemon logged (decode first, then time decide()),
+    apart from the OS latency the daemon measured in its stop events (scan + classification,
+    recording the state file, the signal)."""
+    start = next(e for e in events if e["event"] == "start")
+    rules, decoder = Rules.from_dict(start["rules"]), InputDecoder()
+    state, core_us = CoreState(), []
+    for record in (e for e in events if e["event"] == "input" and "release" not in e):
+        obs = decoder.decode(record)
+        started = time.perf_counter()
+        result = decide(state, rules, obs)
+        core_us.append((time.perf_counter() - started) * 1e6)
+        if isinstance(result, Decision):
+            state = result.state
+    stops = [e["timing_ms"] for e in events if e["event"] == "stop" and "timing_ms" in e]
+
+    def median_of(key: str) -> float | None:
+        values = [t[key] for t in stops if key in t]
+        return round(statistics.median(values), 3) if values else None
+
+    return {
+        "decision_us_median": round(statistics.median(core_us), 1) if core_us else None,
+        "decision_us_p95": round(percentile(core_us, 95), 1) if core_us else None,
+        "decision_inputs": len(core_us),
+        "stop_decide_ms_median": median_of("decide"),
+        "stop_scan_ms_median": median_of("scan"),
+        "stop_record_ms_median": median_of("record"),
+        "stop_signal_ms_median": median_of("signal"),
+    }
+
+
 # -- file mode ------------------------------------------------------------------------------------
 
 
@@ -222,6 +255,7 @@ def bench_file(bench: Bench, trials: int, step: float, idle_seconds: float, avg_
     finally:
         writer.stop()
     return {
+        **decision_times(read_events(str(events))),
         "reaction_ms": reactions,
         "reaction_ms_file_median": round(statistics.median(reactions), 1),
         "reaction_ms_file_p95": round(percentile(reactions, 95), 1),
@@ -381,6 +415,10 @@ def main() -> int:
         ("file mode: reaction median", f"{result['reaction_ms_file_median']:.1f} ms"),
         ("file mode: reaction p95", f"{result['reaction_ms_file_p95']:.1f} ms"),
         ("file mode: reaction min/max", f"{min(reactions):.1f} / {max(reactions):.1f} ms"),
+        ("decision core alone (median / p95)", f"{result['decision_us_median']} / {result['decision_us_p95']} µs "
+                                               f"over {result['decision_inputs']} logged inputs"),
+        ("a stop: decide / scan / record / signal", f"{result['stop_decide_ms_median']} / {result['stop_scan_ms_median']} / "
+                                                    f"{result['stop_record_ms_median']} / {result['stop_signal_ms_median']} ms (medians)"),
         ("idle CPU, file mode (~11 reads/s idle)", fmt_cpu(result["idle_cpu_percent_file_mode"], result["idle_cpu_percent_file_mode_schedstat"])),
         ("idle CPU, PSI-trigger mode (guest mode)", fmt_cpu(result["idle_cpu_percent_psi_mode"], result["idle_cpu_percent_psi_mode_schedstat"])),
     ]

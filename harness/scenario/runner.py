@@ -19,7 +19,8 @@ from pathlib import Path
 
 from harness.balloon import BalloonController
 from harness.errors import HarnessError
-from harness.guestcode import install_guest_code
+from harness.guest.intermediate.held import held_labels
+from harness.guestcode import GUEST_ROOT, install_guest_code
 from harness.intermediate import (
     STATE_DIR,
     read_events,
@@ -38,10 +39,8 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
-# Shell snippet: user processes in state T (stopped), as "comm(pid)".
-LIST_STOPPED = ("for s in /proc/[0-9]*/stat; do read -r l < $s 2>/dev/null || continue; "
-                "r=${l##*) }; set -- $r; [ \"$1\" = T ] && [ \"$2\" != 2 ] && "
-                "{ p=${s#/proc/}; p=${p%/stat}; c=${l#*(}; echo \"${c%%)*}($p)\"; }; done; true")
+# What is held in the guest: processes in state T and the tasks of frozen cgroups (JSON).
+LIST_HELD = f"cd {GUEST_ROOT} && python3 -m harness.guest.intermediate held"
 
 
 @dataclass
@@ -202,7 +201,7 @@ class ScenarioRunner:
         if self.mode == "on":
             stop_intermediate(machine, timeout=command_timeout)  # SIGTERM: it resumes what it holds
             daemon_end_t = time.time() + offset
-        left_stopped = machine.ssh.run(LIST_STOPPED, timeout=command_timeout).stdout.split()
+        left_stopped = held_labels(machine.ssh.run(LIST_HELD, timeout=command_timeout).stdout)
         guest_rows = stop_guest_sampler(machine, timeout=command_timeout)
         sampler.stop()
         daemon_events = read_events(machine) if self.mode == "on" else []

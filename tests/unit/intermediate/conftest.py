@@ -2,8 +2,8 @@
 
 Every process a test starts carries SPAWN_MARKER in its environment (inherited by whatever it
 starts in turn).  After each test every marked process is sent SIGCONT then SIGKILL, and at the
-end of the session we fail if any marked process survived or any process on the machine is left
-in state T.  The daemons under test always run with --scope-pid <pytest's pid>, so they can
+end of the session we fail if any marked process survived or was left in state T (only ours:
+other users and test runs on the machine may have theirs stopped).  The daemons under test always run with --scope-pid <pytest's pid>, so they can
 only ever see (and stop) processes this test session started.
 """
 
@@ -30,6 +30,7 @@ if str(REPO_ROOT) not in sys.path:
 from harness.guest.intermediate.events import read_events  # noqa: E402
 from harness.guest.intermediate.fakepsi import PressureFileWriter  # noqa: E402
 from harness.guest.intermediate.procs import cgroup2_mount  # noqa: E402
+from harness.guest.intermediate.replay import replay_events  # noqa: E402
 
 WORKER = Path(__file__).with_name("worker.py")
 SPAWN_MARKER_NAME = "BH_INTERMEDIATE_TEST_SPAWN"
@@ -83,8 +84,16 @@ def marked_pids() -> list[int]:
     return found
 
 
-def stopped_pids_on_machine() -> list[int]:
-    return [int(n) for n in os.listdir("/proc") if n.isdigit() and proc_state(int(n)) == "T"]
+def stopped_marked_pids() -> list[str]:
+    """This session's processes in state T (other users and other test runs may stop theirs)."""
+    found = []
+    for pid in marked_pids():
+        if proc_state(pid) == "T":
+            try:
+                found.append(f"{pid} {Path(f'/proc/{pid}/cmdline').read_bytes()[:120]!r}")
+            except OSError:
+                found.append(str(pid))
+    return found
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.02, what: str = "condition"):
@@ -163,16 +172,16 @@ def popen_marked(cmd: list[str], *, env_extra: dict[str, str] | None = None, **k
 @pytest.fixture(scope="session", autouse=True)
 def no_leftovers_at_end() -> Iterator[None]:
     yield
+    stopped = stopped_marked_pids()
     kill_marked()
     survivors = [p for p in marked_pids() if is_alive(p)]
-    stopped = stopped_pids_on_machine()
     for cgroup_dir in _TEST_CGROUPS:
         try:
             os.rmdir(cgroup_dir)
         except OSError:
             pass
     assert not survivors, f"processes spawned by the tests are still alive: {survivors}"
-    assert not stopped, f"processes left in state T on this machine: {stopped}"
+    assert not stopped, f"processes of this session left in state T: {stopped}"
 
 
 @pytest.fixture(autouse=True)
@@ -381,7 +390,8 @@ def start_daemon(workdir: Path, psi: PressureFileWriter, request: pytest.Fixture
     started: list[DaemonProc] = []
     ids = iter(range(100))
 
-    def start(*extra: str, scope: bool = True, pressure: bool = True, state_dir: Path | None = None, wait: bool = True) -> DaemonProc:
+    def start(*extra: str, scope: bool = True, pressure: bool = True, state_dir: Path | None = None, wait: bool = True,
+              wrapper: tuple[str, ...] = ()) -> DaemonProc:
         n = next(ids)
         events_path = workdir / f"events-{n}.jsonl"
         control_path = workdir / f"control-{n}.sock"
@@ -404,7 +414,7 @@ def start_daemon(workdir: Path, psi: PressureFileWriter, request: pytest.Fixture
         args += list(extra)
         with open(log_path, "wb") as log_file:
             popen = popen_marked(
-                [sys.executable, "-m", "harness.guest.intermediate", "run", *args],
+                [*wrapper, sys.executable, "-m", "harness.guest.intermediate", "run", *args],
                 cwd=str(REPO_ROOT),
                 stderr=log_file,
             )
@@ -420,6 +430,7 @@ def start_daemon(workdir: Path, psi: PressureFileWriter, request: pytest.Fixture
 
     yield start
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    unreplayable = []
     for daemon in started:
         if daemon.popen.poll() is None:
             daemon.popen.send_signal(signal.SIGTERM)
@@ -429,6 +440,11 @@ def start_daemon(workdir: Path, psi: PressureFileWriter, request: pytest.Fixture
                 daemon.popen.kill()
         if failed:
             sys.stderr.write(f"\n--- daemon log {daemon.log_path} ---\n{daemon.log()[-6000:]}\n")
+        # Every daemon run of the suite is replayed: the core must re-derive each decision it made.
+        report = replay_events(daemon.events())
+        if report.differences:
+            unreplayable.append(f"{daemon.events_path}:\n{report.table()}")
+    assert not unreplayable, "replay differs from the daemon's decisions:\n" + "\n".join(unreplayable)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -476,6 +492,21 @@ def test_cgroup() -> Iterator[Callable[[str], str]]:
                 time.sleep(0.02)
         if path in _TEST_CGROUPS:
             _TEST_CGROUPS.remove(path)
+
+
+def spawn_with_pid(pid: int, argv: list[str], attempts: int = 50) -> subprocess.Popen | None:
+    """Start argv as process `pid` (a recycled pid, for real): ns_last_pid is set just below it
+    before the fork. None if other processes keep taking it."""
+    for _ in range(attempts):
+        if os.path.exists(f"/proc/{pid}"):
+            return None
+        Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+        popen = popen_marked(argv)
+        if popen.pid == pid:
+            return popen
+        popen.kill()
+        popen.wait()
+    return None
 
 
 def set_oom_score_adj(pid: int, value: int) -> bool:

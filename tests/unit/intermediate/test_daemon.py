@@ -51,7 +51,8 @@ def test_distinct_stopped_under_pressure_and_resumed_after_calm(spawn, start_dae
     states = [e["state"] for e in daemon.events("pressure")]
     assert "high" in states and states[-1] == "calm"
     for event in daemon.events():
-        assert EVENT_KEYS <= event.keys(), event
+        if event["event"] != "input":  # the decisions' input records are compact (README)
+            assert EVENT_KEYS <= event.keys(), event
     assert daemon.terminate() == 0
     assert daemon.events()[-1]["event"] == "exit"
 

@@ -174,6 +174,17 @@ def test_one_daemon_per_state_dir(start_daemon, workdir):
         (["--scope-pid", "999999999"], "no such process"),
         (["--pressure-file", "/nonexistent/psi"], "--pressure-file"),
         (["--frobnicate"], "unrecognized"),
+        # nan compares false with everything (--hold nan never resumed); inf is no duration
+        (["--hold", "nan"], "--hold"),
+        (["--stop-above", "nan"], "--stop-above"),
+        (["--resume-below", "NaN"], "--resume-below"),
+        (["--window", "inf"], "--window"),
+        (["--stop-interval", "inf"], "--stop-interval"),
+        (["--resume-headroom", "nan"], "--resume-headroom"),
+        (["--resume-grace", "inf"], "--resume-grace"),
+        (["--resume-reserve", "nan"], "--resume-reserve"),
+        (["--max-stopped", "inf"], "--max-stopped"),
+        (["--rescan-interval", "-inf"], "--rescan-interval"),
     ],
 )
 def test_bad_options_give_one_line_errors(args, message, workdir):
