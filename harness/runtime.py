@@ -24,8 +24,10 @@ import stat
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from xml.etree import ElementTree
+from xml.sax.saxutils import quoteattr
 
 from harness.errors import HarnessError
 
@@ -128,6 +130,63 @@ def process_start_time(pid: int) -> int | None:
 def process_alive(pid: int, start_time: int | None) -> bool:
     now = process_start_time(pid)
     return now is not None and (start_time is None or now == start_time)
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The harness process that owns a run or a libvirt domain. A pid (with its kernel start
+    time, so a recycled pid is not mistaken for it) means something only on its own boot of
+    its own host; the uid and the runtime folder say whose reaper may judge it."""
+
+    pid: int
+    start_time: int | None
+    boot_id: str = ""
+    host: str = ""
+    uid: int = -1
+    runtime: str = ""
+
+    @classmethod
+    def current(cls) -> Owner:
+        return cls(os.getpid(), process_start_time(os.getpid()), _boot_id(), os.uname().nodename,
+                   os.geteuid(), str(runtime_root()))
+
+    def alive(self) -> bool:
+        return process_alive(self.pid, self.start_time)
+
+    def not_judgeable_from(self, here: Owner) -> str | None:
+        """Why `here` cannot tell whether this owner lives (None: it can)."""
+        if not self.boot_id or self.boot_id != here.boot_id:
+            return f"its owner ran on another host or boot ({self.host or 'unknown host'})"
+        if self.uid != here.uid:
+            return f"its owner is another user ({self.uid})"
+        if self.runtime != here.runtime:
+            return f"its owner uses another runtime folder ({self.runtime})"
+        return None
+
+    def to_xml(self) -> str:
+        return ("<owner " + " ".join(f"{k}={quoteattr(str(v))}" for k, v in asdict(self).items()
+                                     if v is not None) + "/>")
+
+    @classmethod
+    def from_xml(cls, text: str) -> Owner | None:
+        """The <owner .../> element anywhere in `text` (a domain's metadata), or None."""
+        try:
+            element = ElementTree.fromstring(text).find(".//owner")
+            if element is None:
+                return None
+            a = element.attrib
+            start = a.get("start_time")
+            return cls(int(a["pid"]), int(start) if start else None, a.get("boot_id", ""),
+                       a.get("host", ""), int(a.get("uid", -1)), a.get("runtime", ""))
+        except (ElementTree.ParseError, KeyError, ValueError):
+            return None
 
 
 @dataclass(frozen=True)

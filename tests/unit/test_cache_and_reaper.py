@@ -2,15 +2,20 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+import pytest
 
 from harness.image.build import load_built
 from harness.image.cache import ImageCache
 from harness.image.recipe import Recipe
 from harness.reaper import qemu_processes_under, reap
 from harness.runtime import Run, process_start_time
+from harness.waiting import wait_for
 
 
 def test_lock_serializes_concurrent_processes(tmp_path):
@@ -40,8 +45,8 @@ def test_half_written_image_is_invisible(tmp_path):
     assert load_built(recipe, cache) is None
 
 
-def fake_run(tmp_path, owner_pid, start_time):
-    path = tmp_path / "runs" / f"{owner_pid}dead"
+def fake_run(tmp_path, owner_pid, start_time, run_id=None):
+    path = tmp_path / "runs" / (run_id or f"{owner_pid}dead")
     (path / "vms/vm-1").mkdir(parents=True)
     (path / "owner.json").write_text(json.dumps({"pid": owner_pid, "start_time": start_time}))
     return Run(path.name, path)
@@ -55,10 +60,8 @@ def test_reap_kills_only_qemu_of_dead_runs(tmp_path, monkeypatch):
     dead = fake_run(tmp_path, gone.pid, 1)
     # A live owner: this test process (its real start time).
     live = fake_run(tmp_path, os.getpid(), process_start_time(os.getpid()))
-    # Stand-ins for QEMU: real processes whose command line names the run folder.
-    sleeper = "import time; time.sleep(120)"
-    victim = subprocess.Popen([sys.executable, "-c", sleeper, "qemu-system-x86_64", str(dead.path)])
-    survivor = subprocess.Popen([sys.executable, "-c", sleeper, "qemu-system-x86_64", str(live.path)])
+    victim = qemu_standin(str(dead.path))
+    survivor = qemu_standin(str(live.path))
     try:
         assert qemu_processes_under(dead.path) == [victim.pid]
         report = reap(include_libvirt=False)
@@ -79,3 +82,63 @@ def test_recycled_owner_pid_counts_as_dead(tmp_path, monkeypatch):
     run = fake_run(tmp_path, os.getpid(), process_start_time(os.getpid()) - 1)
     assert not run.owner_alive()
     assert run.run_id in reap(include_libvirt=False).removed_runs
+
+
+def qemu_standin(*args: str, user: str | None = None) -> subprocess.Popen:
+    """A stand-in for QEMU: a real process called qemu-system-x86_64 (argv[0]) whose
+    command line names run folders as QEMU's does (`path=...`, `file=...,format=...`)."""
+    argv = ["bash", "-c", 'exec -a qemu-system-x86_64 /usr/bin/python3 -c "$0" "$@"',
+            "import time; time.sleep(300)", *args]
+    return subprocess.Popen(["runuser", "-u", user, "--", *argv] if user else argv, cwd="/tmp")
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
+            for c in (t / "children").read_text().split()]
+
+
+def test_dead_run_spares_the_qemu_of_a_run_whose_id_extends_its_own(tmp_path, monkeypatch):
+    """Reproduced: the dead run 42421234 killed the QEMU of the live run 42421234abc (its
+    folder's path has the dead one's as a prefix, without the separator)."""
+    monkeypatch.setenv("BALLOON_HARNESS_RUNTIME", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = fake_run(tmp_path, gone.pid, 1, run_id="42421234")
+    live = fake_run(tmp_path, os.getpid(), process_start_time(os.getpid()), run_id="42421234abc")
+    victim = qemu_standin(f"socket,id=qmp,path={dead.path}/vms/vm-1/qmp.sock")
+    survivor = qemu_standin(f"if=none,file={live.path}/vms/vm-1/overlay.qcow2,format=qcow2")
+    try:
+        assert qemu_processes_under(dead.path) == [victim.pid]
+        assert qemu_processes_under(live.path) == [survivor.pid]
+        reap(include_libvirt=False)
+        assert victim.wait(timeout=10) == -9
+        assert survivor.poll() is None, "the live run's QEMU was killed"
+    finally:
+        for proc in (victim, survivor):
+            proc.kill()
+            proc.wait()
+
+
+def test_reap_never_kills_a_process_of_another_user(tmp_path, monkeypatch):
+    """A process of user nobody that names a dead run's folder is not ours to kill."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start a process as nobody")
+    monkeypatch.setenv("BALLOON_HARNESS_RUNTIME", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = fake_run(tmp_path, gone.pid, 1)
+    runuser = qemu_standin(str(dead.path), user="nobody")
+    foreign = None
+    try:
+        # runuser (root's, not a QEMU) forks the stand-in, which runs as nobody.
+        (foreign,) = wait_for(lambda: children(runuser.pid) or None, timeout=30,
+                              what="nobody's stand-in to start")
+        assert Path(f"/proc/{foreign}").stat().st_uid == 65534
+        assert qemu_processes_under(dead.path) == []
+        reap(include_libvirt=False)
+        assert Path(f"/proc/{foreign}").exists(), "nobody's process was killed"
+    finally:
+        if foreign is not None:
+            os.kill(foreign, signal.SIGKILL)  # runuser then exits with its child
+        runuser.kill()
+        runuser.wait()
