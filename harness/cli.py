@@ -92,12 +92,17 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 def cmd_reap(args: argparse.Namespace) -> int:
     from harness.reaper import reap
-    report = reap(libvirt_uri=args.libvirt_uri, include_libvirt=not args.no_libvirt)
+    report = reap(libvirt_uri=args.libvirt_uri, include_libvirt=not args.no_libvirt,
+                  purge=args.purge, keep_days=args.keep_days)
     console.print(report.summary())
     for pid in report.killed_pids:
         console.print(f"  killed QEMU pid {pid}")
     for name in report.destroyed_domains:
         console.print(f"  destroyed libvirt domain {name}")
+    for name, why in report.kept_domains:
+        console.print(f"  left libvirt domain {name}: {why}")
+    for run_id, path in report.kept_evidence.items():
+        print(f"  evidence of killed run {run_id}: {path}")  # plain print: a path to copy
     for run_id in report.removed_runs:
         console.print(f"  removed run {run_id}")
     return 0
@@ -222,9 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--runs", default="runs")
     demo.set_defaults(func=cmd_demo)
 
-    reap = sub.add_parser("reap", help="remove what killed runs left: QEMU processes, domains, files")
+    from harness.reaper import KEEP_DAYS
+    reap = sub.add_parser("reap", help="stop what killed runs left (QEMU, domains, disks, sockets); keep their evidence")
     reap.add_argument("--libvirt-uri", default=None)
     reap.add_argument("--no-libvirt", action="store_true", help="do not look at libvirt domains")
+    reap.add_argument("--purge", action="store_true", help="remove killed runs' evidence folders too")
+    reap.add_argument("--keep-days", type=float, default=KEEP_DAYS,
+                      help=f"remove evidence marked killed longer ago than this (default {KEEP_DAYS:g})")
     reap.set_defaults(func=cmd_reap)
     return parser
 

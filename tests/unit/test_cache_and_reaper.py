@@ -68,7 +68,7 @@ def test_reap_kills_only_qemu_of_dead_runs(tmp_path, monkeypatch):
         assert victim.wait(timeout=10) == -9
         assert survivor.poll() is None
         assert report.killed_pids == [victim.pid]
-        assert dead.run_id in report.removed_runs and not dead.path.exists()
+        assert dead.run_id in report.kept_evidence and dead.path.exists()  # see test_reap_evidence
         assert live.path.exists() and live.run_id in report.live_runs
     finally:
         for proc in (victim, survivor):
@@ -81,7 +81,7 @@ def test_recycled_owner_pid_counts_as_dead(tmp_path, monkeypatch):
     # Our own pid with a start time that is not ours: the owner it recorded is gone.
     run = fake_run(tmp_path, os.getpid(), process_start_time(os.getpid()) - 1)
     assert not run.owner_alive()
-    assert run.run_id in reap(include_libvirt=False).removed_runs
+    assert run.run_id in reap(include_libvirt=False).kept_evidence
 
 
 def qemu_standin(*args: str, user: str | None = None) -> subprocess.Popen:

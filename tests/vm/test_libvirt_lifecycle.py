@@ -94,7 +94,8 @@ def test_kill_9_of_pytest_leaves_no_domain(conn, foreign_domains, tmp_path):
     # AUTODESTROY: libvirtd destroys the domain once the killed process's connection drops.
     wait_for(lambda: not any(d.run_id == run_id for d in harness_domains(conn)), timeout=60,
              what="libvirtd to destroy the killed run's domain")
-    reap = subprocess.run([sys.executable, "-m", "harness.cli", "reap"], capture_output=True, text=True, timeout=120)
+    reap = subprocess.run([sys.executable, "-m", "harness.cli", "reap", "--purge"], capture_output=True,
+                          text=True, timeout=120)
     assert reap.returncode == 0
     assert not run_path.exists()
     assert not any(name.startswith(f"bh-{run_id}") for name in names_on(conn))
