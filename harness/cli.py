@@ -75,8 +75,9 @@ def cmd_boot(args: argparse.Namespace) -> int:
         took = (machine.ready_at or 0) - (machine.started_at or 0)
         console.print(f"[green]{machine.name} is ready[/] after {took:.1f} s ({session.accel.value}). Log in with:")
         # Plain print: one unwrapped line, to copy and paste.
-        print(f"ssh -i {session.key.private_path} -p {machine.ssh_port} -o StrictHostKeyChecking=no "
-              f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR {session.image.ssh_user}@127.0.0.1", flush=True)
+        print(f"ssh -i {session.key.private_path} -p {machine.ssh_port} -o StrictHostKeyChecking=yes "
+              f"-o UserKnownHostsFile={machine.known_hosts_file()} -o LogLevel=ERROR "
+              f"{session.image.ssh_user}@127.0.0.1", flush=True)
         console.print(f"Serial console log: {machine.serial_log}\nPress Ctrl-C to stop it.", soft_wrap=True)
         while not stop.wait(0.5):
             if (reason := machine.abort_reason()):

@@ -216,7 +216,7 @@ class LibvirtMachine(Machine):
     def launch(self) -> None:
         libvirt = _libvirt()
         prepare_vm_disks(self.files, self.image.disk, self.image.disk_format,
-                         seed_spec_for(self.spec, self.image, self.key, self.instance_id))
+                         seed_spec_for(self.spec, self.image, self.key, self.instance_id, self.host_key))
         self._xml = domain_xml(self.domain_name, self.spec, self.image, self.accel, self.files, self.run.run_id)
         (self.vm_dir / "domain.xml").write_text(self._xml)
         self.conn = connect(self.uri)

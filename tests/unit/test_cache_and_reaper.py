@@ -89,7 +89,17 @@ def qemu_standin(*args: str, user: str | None = None) -> subprocess.Popen:
     command line names run folders as QEMU's does (`path=...`, `file=...,format=...`)."""
     argv = ["bash", "-c", 'exec -a qemu-system-x86_64 /usr/bin/python3 -c "$0" "$@"',
             "import time; time.sleep(300)", *args]
-    return subprocess.Popen(["runuser", "-u", user, "--", *argv] if user else argv, cwd="/tmp")
+    proc = subprocess.Popen(["runuser", "-u", user, "--", *argv] if user else argv, cwd="/tmp")
+    if user is None:  # ready once bash has exec'd into the stand-in
+        wait_for(lambda: is_standin(proc.pid), timeout=30, what="the QEMU stand-in to start")
+    return proc
+
+
+def is_standin(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"qemu-system-x86_64\0")
+    except OSError:
+        return False
 
 
 def children(pid: int) -> list[int]:
@@ -131,8 +141,8 @@ def test_reap_never_kills_a_process_of_another_user(tmp_path, monkeypatch):
     foreign = None
     try:
         # runuser (root's, not a QEMU) forks the stand-in, which runs as nobody.
-        (foreign,) = wait_for(lambda: children(runuser.pid) or None, timeout=30,
-                              what="nobody's stand-in to start")
+        (foreign,) = wait_for(lambda: [c for c in children(runuser.pid) if is_standin(c)] or None,
+                              timeout=30, what="nobody's stand-in to start")
         assert Path(f"/proc/{foreign}").stat().st_uid == 65534
         assert qemu_processes_under(dead.path) == []
         reap(include_libvirt=False)
