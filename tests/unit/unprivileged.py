@@ -45,9 +45,10 @@ def _loaded_top_levels(imports: tuple[str, ...]) -> list[Path]:
     tops: set[Path] = {info for site in sites for info in site.glob("*.dist-info")}
     for name in files:
         path = Path(name)
-        for root in roots:
+        for root in roots:  # site-packages first: a venv may live inside the checkout
             if root in path.parents:
                 tops.add(root / path.relative_to(root).parts[0])
+                break
     return sorted(tops)
 
 
