@@ -213,6 +213,8 @@ class Run:
         owner = self.owner()
         if "pid" not in owner:
             return False
+        if owner.get("boot_id") and owner["boot_id"] != _boot_id():
+            return False  # /tmp survived a reboot: start times of the old boot mean nothing
         return process_alive(int(owner["pid"]), owner.get("start_time"))
 
 
@@ -251,7 +253,7 @@ def _create_run() -> Run:
     path = private_dir(runtime_root() / "runs") / run_id
     os.mkdir(path, 0o700)
     owner = {"pid": os.getpid(), "start_time": process_start_time(os.getpid()),
-             "argv": list(sys.argv)}
+             "boot_id": _boot_id(), "argv": list(sys.argv)}
     tmp = path / "owner.json.tmp"
     tmp.write_text(json.dumps(owner))
     tmp.rename(path / "owner.json")

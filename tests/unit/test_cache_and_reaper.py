@@ -76,6 +76,17 @@ def test_reap_kills_only_qemu_of_dead_runs(tmp_path, monkeypatch):
             proc.wait()
 
 
+def test_owner_of_an_earlier_boot_counts_as_dead(tmp_path, monkeypatch):
+    """A runtime folder that survived a reboot: pid and start time of the old boot could match
+    a process of this one by chance; the recorded boot id settles it."""
+    monkeypatch.setenv("BALLOON_HARNESS_RUNTIME", str(tmp_path))
+    run = fake_run(tmp_path, os.getpid(), process_start_time(os.getpid()))
+    assert run.owner_alive()
+    record = {**run.owner(), "boot_id": "00000000-0000-0000-0000-000000000000"}
+    (run.path / "owner.json").write_text(json.dumps(record))
+    assert not run.owner_alive()
+
+
 def test_recycled_owner_pid_counts_as_dead(tmp_path, monkeypatch):
     monkeypatch.setenv("BALLOON_HARNESS_RUNTIME", str(tmp_path))
     # Our own pid with a start time that is not ours: the owner it recorded is gone.
