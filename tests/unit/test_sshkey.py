@@ -73,3 +73,15 @@ def test_the_loaded_key_is_the_checked_file(cache):
     """What paramiko gets comes from the checked file (no second open by name)."""
     key = ensure_ssh_key(cache)
     assert key.load().get_base64() == key.public_line.split()[1]
+
+
+def test_unprivileged_user_makes_and_loads_its_own_key(nobody_python, shared_tmp):
+    """The same code as user nobody: its key is its own and private, and it loads."""
+    code = ("import os, stat\nfrom pathlib import Path\nfrom harness.image.cache import ImageCache\n"
+            "from harness.image.sshkey import ensure_ssh_key\n"
+            f"key = ensure_ssh_key(ImageCache(Path({str(shared_tmp / 'nobody-cache')!r})))\n"
+            "st = os.stat(key.private_path)\nkey.load()\n"
+            "print(st.st_uid, oct(stat.S_IMODE(st.st_mode)))\n")
+    proc = nobody_python.run(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["65534", "0o600"]
