@@ -57,7 +57,7 @@ def read_private_file(path: Path) -> bytes:
     """The content of a file only we may read: a regular file (not a link) of ours with no
     group or other permissions, in a folder no one else can write. One open, then checks on
     what was opened."""
-    folder = os.lstat(path.parent)
+    folder = os.stat(path.parent)  # the folder itself: a link to it has no mode of its own
     if folder.st_uid not in (0, os.geteuid()) or stat.S_IMODE(folder.st_mode) & 0o022:
         raise UnsafeKey(f"The folder {path.parent} of the private key has mode "
                         f"{stat.S_IMODE(folder.st_mode):04o} and belongs to {_user(folder.st_uid)}: "

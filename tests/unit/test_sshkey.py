@@ -61,6 +61,16 @@ def test_private_key_that_is_a_link_is_refused(cache, tmp_path):
         ensure_ssh_key(cache)
 
 
+def test_key_folder_reached_through_a_link_is_judged_by_the_folder(cache, tmp_path):
+    """A cache whose keys/ is a link to another cache's (as tests share one key) is fine;
+    what counts is the folder the link leads to."""
+    key = ensure_ssh_key(cache)
+    other = ImageCache(tmp_path / "other-cache")
+    other.root.mkdir()
+    (other.root / "keys").symlink_to(cache.keys)
+    assert ensure_ssh_key(other).public_line == key.public_line
+
+
 def test_key_folder_others_can_write_is_refused(cache):
     ensure_ssh_key(cache)
     cache.keys.chmod(0o777)
