@@ -54,5 +54,5 @@ reap: venv
 	$(BH) reap
 
 clean:
-	-$(BH) reap
+	-$(BH) reap --purge
 	rm -rf $(VENV) artifacts runs .pytest_cache

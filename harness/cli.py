@@ -75,8 +75,9 @@ def cmd_boot(args: argparse.Namespace) -> int:
         took = (machine.ready_at or 0) - (machine.started_at or 0)
         console.print(f"[green]{machine.name} is ready[/] after {took:.1f} s ({session.accel.value}). Log in with:")
         # Plain print: one unwrapped line, to copy and paste.
-        print(f"ssh -i {session.key.private_path} -p {machine.ssh_port} -o StrictHostKeyChecking=no "
-              f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR {session.image.ssh_user}@127.0.0.1", flush=True)
+        print(f"ssh -i {session.key.private_path} -p {machine.ssh_port} -o StrictHostKeyChecking=yes "
+              f"-o UserKnownHostsFile={machine.known_hosts_file()} -o LogLevel=ERROR "
+              f"{session.image.ssh_user}@127.0.0.1", flush=True)
         console.print(f"Serial console log: {machine.serial_log}\nPress Ctrl-C to stop it.", soft_wrap=True)
         while not stop.wait(0.5):
             if (reason := machine.abort_reason()):
@@ -92,12 +93,17 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 def cmd_reap(args: argparse.Namespace) -> int:
     from harness.reaper import reap
-    report = reap(libvirt_uri=args.libvirt_uri, include_libvirt=not args.no_libvirt)
+    report = reap(libvirt_uri=args.libvirt_uri, include_libvirt=not args.no_libvirt,
+                  purge=args.purge, keep_days=args.keep_days)
     console.print(report.summary())
     for pid in report.killed_pids:
         console.print(f"  killed QEMU pid {pid}")
     for name in report.destroyed_domains:
         console.print(f"  destroyed libvirt domain {name}")
+    for name, why in report.kept_domains:
+        console.print(f"  left libvirt domain {name}: {why}")
+    for run_id, path in report.kept_evidence.items():
+        print(f"  evidence of killed run {run_id}: {path}")  # plain print: a path to copy
     for run_id in report.removed_runs:
         console.print(f"  removed run {run_id}")
     return 0
@@ -222,9 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--runs", default="runs")
     demo.set_defaults(func=cmd_demo)
 
-    reap = sub.add_parser("reap", help="remove what killed runs left: QEMU processes, domains, files")
+    from harness.reaper import KEEP_DAYS
+    reap = sub.add_parser("reap", help="stop what killed runs left (QEMU, domains, disks, sockets); keep their evidence")
     reap.add_argument("--libvirt-uri", default=None)
     reap.add_argument("--no-libvirt", action="store_true", help="do not look at libvirt domains")
+    reap.add_argument("--purge", action="store_true", help="remove killed runs' evidence folders too")
+    reap.add_argument("--keep-days", type=float, default=KEEP_DAYS,
+                      help=f"remove evidence marked killed longer ago than this (default {KEEP_DAYS:g})")
     reap.set_defaults(func=cmd_reap)
     return parser
 

@@ -11,11 +11,12 @@ Fixture layers, Firecracker-style:
     run_scenario (function) runs an overcommit scenario on this test's guests
 
 Artifacts of a failed test (serial log, command line, QMP traffic, QEMU output, guest dmesg
-and journal) land in <--vm-artifacts>/<test id>/<vm>/.
+and journal) land in <--vm-artifacts>/<test id>-<hash>/<vm>/.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import shutil
@@ -91,8 +92,11 @@ def _test_failed(node: pytest.Item) -> bool:
 
 
 def _artifact_dir(config: pytest.Config, nodeid: str) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:150]
-    return artifacts_root(config.getoption("--vm-artifacts")) / safe
+    """<artifacts>/<readable test id>-<hash of the exact id>: the readable part is cut and
+    loses characters a folder name cannot have, the hash keeps every test's folder its own."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:120]
+    digest = hashlib.sha256(nodeid.encode()).hexdigest()[:8]
+    return artifacts_root(config.getoption("--vm-artifacts")) / f"{safe}-{digest}"
 
 
 @pytest.fixture(scope="session")

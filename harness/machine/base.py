@@ -19,7 +19,7 @@ from harness.balloon import Balloon
 from harness.config import BootPath, Timeouts, VMSpec
 from harness.errors import HarnessError, WaitTimeout, indent
 from harness.image.guest_image import GuestImage, ImageKind
-from harness.image.sshkey import SshKey
+from harness.image.sshkey import HostKey, SshKey
 from harness.ssh import GuestShell, SshUnavailable
 from harness.waiting import Deadline, wait_for
 
@@ -42,6 +42,10 @@ class Machine(abc.ABC):
         self.vm_dir = vm_dir
         self.timeouts: Timeouts = spec.timeouts_for(accel)
         self.ssh_port: int | None = None
+        #: This VM's SSH host key, given to it in its seed. The harness accepts no other key
+        #: (a restored guest keeps its saved state's: see known_host_key).
+        self.host_key = HostKey.generate()
+        self.known_host_key = self.host_key.public_line
         self._ssh: GuestShell | None = None
         self.started_at: float | None = None
         self.ready_at: float | None = None
@@ -93,8 +97,14 @@ class Machine(abc.ABC):
             if self.ssh_port is None:
                 raise HarnessError(f"{self.name} has not been launched yet.")
             self._ssh = GuestShell(self.name, "127.0.0.1", self.ssh_port, self.image.ssh_user,
-                                   self.key.private_path, self.timeouts.command)
+                                   self.key, self.known_host_key, self.timeouts.command)
         return self._ssh
+
+    def known_hosts_file(self) -> Path:
+        """A known_hosts file with this guest's host key, for OpenSSH's own client."""
+        path = self.vm_dir / "known_hosts"
+        path.write_text(f"[127.0.0.1]:{self.ssh_port} {self.known_host_key}\n")
+        return path
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> Machine:

@@ -29,7 +29,7 @@ from harness.errors import HarnessError, ImageError, LaunchError
 from harness.hosttools import require_tool
 from harness.image.guest_image import GuestImage, ImageKind
 from harness.image.seed import SeedSpec, write_seed_iso
-from harness.image.sshkey import SshKey
+from harness.image.sshkey import HostKey, SshKey
 from harness.machine.base import CMDLINE, PROCESS_LOG, QMP_LOG, SEED_COPY, SERIAL_LOG, Machine
 from harness.machine.qmp import QmpConnection, QmpError
 from harness.machine.snapshot import DISK, STATE, SavedState, save_running, wait_migration
@@ -94,7 +94,7 @@ def prepare_vm_disks(files: VmFiles, base: Path, base_format: str, seed: SeedSpe
     files.root.mkdir(parents=True, exist_ok=True)
     create_overlay(base, base_format, files.overlay)
     write_seed_iso(seed, files.seed)
-    (files.root / SEED_COPY).write_text(seed.meta_data() + "---\n" + seed.user_data())
+    (files.root / SEED_COPY).write_text(seed.meta_data() + "---\n" + seed.user_data(redact=True))
 
 
 #: How HMP `info usernet` lists the SSH forward: the host port chosen for port 0.
@@ -106,11 +106,12 @@ def ssh_forward_port(usernet: str) -> int | None:
     return int(match[1]) if match else None
 
 
-def seed_spec_for(spec: VMSpec, image: GuestImage, key: SshKey, instance_id: str) -> SeedSpec:
+def seed_spec_for(spec: VMSpec, image: GuestImage, key: SshKey, instance_id: str,
+                  host_key: HostKey) -> SeedSpec:
     swap_mib = spec.swap.size_mib if (image.kind is ImageKind.CLOUD and
                                       spec.swap.kind is SwapKind.FILE) else 0
     return SeedSpec(instance_id=instance_id, hostname=spec.name,
-                    authorized_keys=(key.public_line,), swap_file_mib=swap_mib)
+                    authorized_keys=(key.public_line,), swap_file_mib=swap_mib, host_key=host_key)
 
 
 def kernel_cmdline(spec: VMSpec, image: GuestImage) -> str:
@@ -205,7 +206,8 @@ class QemuMachine(Machine):
     # -- launch -------------------------------------------------------------------------
     def launch(self) -> None:
         base, fmt = (self.saved.disk, "qcow2") if self.saved else (self.image.disk, self.image.disk_format)
-        prepare_vm_disks(self.files, base, fmt, seed_spec_for(self.spec, self.image, self.key, self.instance_id))
+        prepare_vm_disks(self.files, base, fmt,
+                         seed_spec_for(self.spec, self.image, self.key, self.instance_id, self.host_key))
         self._argv = build_argv(self.spec, self.image, self.accel, self.files,
                                 incoming=self.restored)
         (self.vm_dir / CMDLINE).write_text(self.command_line() + "\n")
@@ -316,8 +318,10 @@ class QemuMachine(Machine):
 
     # -- boot once, restore many -------------------------------------------------------
     def restore_from(self, saved: SavedState) -> None:
-        """Make the next start() load `saved` instead of booting."""
+        """Make the next start() load `saved` instead of booting. The restored guest's sshd
+        holds the saved guest's host key, recorded with the state."""
         self.saved = saved
+        self.known_host_key = saved.host_key
 
     @property
     def restored(self) -> bool:
@@ -353,7 +357,7 @@ class QemuMachine(Machine):
         self.kill()
         return {"save_seconds": round(seconds, 2), "state_bytes": (folder / STATE).stat().st_size,
                 "memory_mib": self.spec.memory_mib, "cpus": self.spec.cpus, "swap": str(self.spec.swap),
-                "base_image": str(self.image.disk)}
+                "base_image": str(self.image.disk), "host_key": self.known_host_key}
 
     # -- stop ---------------------------------------------------------------------------
     def shutdown(self) -> None:

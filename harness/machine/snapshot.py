@@ -30,7 +30,8 @@ from harness.waiting import Deadline
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_VERSION = "1"
+#: 2: the saved guest has a host key of its own, recorded in meta.json.
+SNAPSHOT_VERSION = "2"
 DISK, STATE, META = "disk.qcow2", "state.bin", "meta.json"
 
 
@@ -52,6 +53,15 @@ class SavedState:
 
     def meta(self) -> dict:
         return json.loads((self.folder / META).read_text())
+
+    @property
+    def host_key(self) -> str:
+        """The saved guest's public SSH host key: every guest restored from it presents it."""
+        key = self.meta().get("host_key")
+        if not key:
+            raise HarnessError(f"The saved state {self.folder} records no SSH host key.",
+                               fix=f"delete {self.folder}; the next run saves a new one.")
+        return key
 
 
 def restorable(spec: VMSpec) -> bool:

@@ -109,4 +109,11 @@ def test_kill_9_of_pytest_then_reap_leaves_nothing(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert reap.returncode == 0, reap.stdout + reap.stderr
     assert run_path.name in reap.stdout
+    # The evidence stays, marked killed; disks, seeds and sockets go.
+    assert json.loads((run_path / "killed.json").read_text())["why"]
+    assert list(run_path.rglob("serial.log")) and list(run_path.rglob("qmp.jsonl"))
+    assert not [p for p in run_path.rglob("*") if p.suffix in (".qcow2", ".iso") or p.is_socket()]
+    purge = subprocess.run([sys.executable, "-m", "harness.cli", "reap", "--no-libvirt", "--purge"],
+                           capture_output=True, text=True, timeout=60)
+    assert purge.returncode == 0, purge.stdout + purge.stderr
     assert not run_path.exists()
