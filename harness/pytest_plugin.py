@@ -16,6 +16,7 @@ and journal) land in <--vm-artifacts>/<test id>/<vm>/.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -129,6 +130,8 @@ def vm_factory(request: pytest.FixtureRequest, vm_session: HarnessSession,
     finally:
         keep = request.config.getoption("--vm-keep") or _test_failed(request.node)
         factory.close(_artifact_dir(request.config, request.node.nodeid) if keep else None)
+        # What the test waited for, in the JUnit report (`make slowest` reads it).
+        request.node.user_properties.append(("vm_starts", json.dumps([s.__dict__ for s in factory.starts])))
 
 
 @pytest.fixture

@@ -66,6 +66,10 @@ def test_failed_test_leaves_artifacts_and_no_process(tmp_path):
     names = {p.name for p in vm_dir.iterdir()}
     assert {"serial.log", "cmdline.txt", "qmp.jsonl", "dmesg.txt", "journal.txt"} <= names
     assert "evidence-from-the-guest" in (vm_dir / "dmesg.txt").read_text()
+    # The serial console of the (restored) guest holds kernel messages: the restore's own mark
+    # and what the test wrote to the kernel log.
+    serial = (vm_dir / "serial.log").read_text(errors="replace")
+    assert "balloon-harness: restored as" in serial and "evidence-from-the-guest" in serial, serial[-2000:]
     assert "qemu-system-x86_64" in (vm_dir / "cmdline.txt").read_text()
     assert '"qmp_capabilities"' in (vm_dir / "qmp.jsonl").read_text()
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout
