@@ -13,6 +13,7 @@ from pathlib import Path
 from harness.accel import Accel
 from harness.config import Backend, VMSpec
 from harness.errors import ConfigError
+from harness.guestcode import bundle_digest, install_guest_code
 from harness.image.guest_image import GuestImage
 from harness.image.sshkey import SshKey
 from harness.machine.base import Machine
@@ -88,11 +89,10 @@ class MachineFactory:
         machine = self.create(spec, **overrides)
         started = time.monotonic()
         if not fresh and self.snapshots is not None and restorable(machine.spec):
-            from harness.machine.qemu import QemuMachine, machine_signature, qemu_binary
+            from harness.machine.qemu import QemuMachine
             assert isinstance(machine, QemuMachine)
-            key = snapshot_key(self.image.identity, machine.spec, self.accel.value, qemu_binary(),
-                               machine_signature(machine.spec, self.image, self.accel))
-            saved = self.snapshots.ensure(key, lambda folder: self._save_template(machine.spec, folder))
+            saved = self.snapshots.ensure(self.state_key(machine.spec),
+                                          lambda folder: self._save_template(machine.spec, folder))
             machine.restore_from(saved, self.ram_mode)
             started = time.monotonic()  # a template made just now is booked on its own
         machine.start()
@@ -108,6 +108,13 @@ class MachineFactory:
                                        round(time.monotonic() - started, 2)))
         return machine
 
+    def state_key(self, spec: VMSpec) -> str:
+        """The saved state a restore of `spec` needs: image, configuration, QEMU and its
+        command line, and the guest code synced into the template."""
+        from harness.machine.qemu import machine_signature, qemu_binary
+        return snapshot_key(self.image.identity, spec, self.accel.value, qemu_binary(),
+                            machine_signature(spec, self.image, self.accel) + bundle_digest())
+
     def _save_template(self, spec: VMSpec, folder: Path) -> dict:
         """Boot a guest of this configuration, wait until it is ready, save it."""
         log.info("no saved state for %s MiB / %s vCPU / swap %s yet: booting one to save",
@@ -121,6 +128,7 @@ class MachineFactory:
         try:
             template.start()
             boot_s = (template.ready_at or 0) - (template.started_at or 0)
+            install_guest_code(template)  # the host's version, whatever the image baked in
             meta = template.save_state(folder)
             self.starts.append(StartRecord("template", "template", spec.backend.value,
                                            round(time.monotonic() - started, 2)))

@@ -93,3 +93,26 @@ def test_group_memory_counts_shared_pages_once_through_pss():
                           pss_mib=150, pss_anon_mib=50, pss_file_mib=100)
     group = group_memory([guest, guest])
     assert (group.total_mib, group.rss_sum_mib, group.private_mib) == (300, 500, 100)
+
+
+def test_guest_code_keys_the_saved_state_not_the_image(tmp_path, monkeypatch):
+    """A daemon edit costs a new saved state, not an image build."""
+    from harness.accel import Accel
+    from harness.config import VMSpec
+    from harness.image.guest_image import GuestImage, ImageKind
+    from harness.image.recipe import Recipe
+    from harness.machine import factory as factory_module
+    from harness.resources import guest_code_files
+
+    guest_sources = {src.resolve() for src, _ in guest_code_files()}
+    assert not guest_sources & {path.resolve() for _, path in Recipe.named().input_files()}
+    image = GuestImage(kind=ImageKind.BUILT, disk=tmp_path / "d.qcow2", disk_format="qcow2", identity="img",
+                       kernel=tmp_path / "k", initrd=tmp_path / "i", lean_cmdline=("bh.lean",))
+    factory = factory_module.MachineFactory(image, Accel.TCG, key=None, run=None)
+    spec = VMSpec()
+    monkeypatch.setattr(factory_module, "bundle_digest", lambda: "code-v1")
+    first = factory.state_key(spec)
+    assert factory.state_key(spec) == first
+    monkeypatch.setattr(factory_module, "bundle_digest", lambda: "code-v2")
+    assert factory.state_key(spec) != first
+    assert factory.state_key(spec.with_(memory_mib=768)) != factory.state_key(spec)
