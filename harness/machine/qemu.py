@@ -309,7 +309,7 @@ class QemuMachine(Machine):
             self.clock.mark("cont")
             return
         if status in ("failed", "cancelled") or self.process.poll() is not None:
-            raise LaunchError(f"Restoring {self.name} from {self.saved.state} failed "
+            raise LaunchError(f"Restoring {self.name} ({self.saved.incoming_uri(shared)}) failed "
                               f"(migration status {status}).", command=self._argv,
                               output=self._process_output(),
                               fix=f"delete the saved state {self.saved.folder} so that the next run "
@@ -412,16 +412,16 @@ class QemuMachine(Machine):
         self.ssh.run("sync && echo 3 > /proc/sys/vm/drop_caches", timeout=self.timeouts.boot)
         self.ssh.close()
         meta: dict = {}
+        seconds = save_running(self.qmp, folder / STATE, self.timeouts.boot)
         if self.template_ram is not None:
-            # Devices only first (the RAM stays in the template's file), then the full
-            # stream for the fallback: a paused guest can be saved twice.
+            # Then the devices alone (the RAM stays in the template's file): a paused guest
+            # can be saved again. Without it, restores stream the full state as before.
             try:
                 meta["devices_save_seconds"] = round(save_running(self.qmp, folder / DEVICE_STATE,
                                                                   self.timeouts.boot, devices_only=True), 2)
             except (HarnessError, QmpError) as exc:
                 log.warning("cannot save the device state alone (%s): restores will stream the RAM", exc)
                 (folder / DEVICE_STATE).unlink(missing_ok=True)
-        seconds = save_running(self.qmp, folder / STATE, self.timeouts.boot)
         try:
             self.qmp.execute("quit", timeout=self.timeouts.shutdown)
         except QmpError:
