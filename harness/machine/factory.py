@@ -45,9 +45,10 @@ class MachineFactory:
     libvirt_uri: str | None = None
     #: Where saved states live; None = always boot (--vm-fresh-boot).
     snapshots: SnapshotStore | None = None
-    #: How restored guests get their RAM: mapped from the saved RAM image (SHARED, falls back
-    #: by itself) or loaded from the full stream (STREAMED, the older path).
-    ram_mode: RamMode = RamMode.SHARED
+    #: How restored guests get their RAM: mapped from the saved RAM image (SHARED) or loaded
+    #: from the full stream (STREAMED, the older path and the fallback where the guard that
+    #: keeps the shared image whole cannot run). Each has its own saved state.
+    ram_mode: RamMode = field(default_factory=lambda: RamMode.SHARED if shared_ram_supported() else RamMode.STREAMED)
     machines: list[Machine] = field(default_factory=list)
     starts: list[StartRecord] = field(default_factory=list)
     _counter: int = 0
@@ -91,9 +92,14 @@ class MachineFactory:
         if not fresh and self.snapshots is not None and restorable(machine.spec):
             from harness.machine.qemu import QemuMachine
             assert isinstance(machine, QemuMachine)
-            saved = self.snapshots.ensure(self.state_key(machine.spec),
-                                          lambda folder: self._save_template(machine.spec, folder))
-            machine.restore_from(saved, self.ram_mode)
+            key = self.state_key(machine.spec)
+            saved = self.snapshots.ensure(key, lambda folder: self._save_template(machine.spec, folder))
+            if saved.has_shared_ram and not saved.ram_image_intact():
+                # Restored guests map it copy-on-write and never write it: something else did.
+                log.warning("the RAM image of %s changed since it was saved; saving it again", saved.folder)
+                self.snapshots.discard(key, saved)
+                saved = self.snapshots.ensure(key, lambda folder: self._save_template(machine.spec, folder))
+            machine.restore_from(saved)
             started = time.monotonic()  # a template made just now is booked on its own
         machine.start()
         if settle:
@@ -113,7 +119,7 @@ class MachineFactory:
         command line, and the guest code synced into the template."""
         from harness.machine.qemu import machine_signature, qemu_binary
         return snapshot_key(self.image.identity, spec, self.accel.value, qemu_binary(),
-                            machine_signature(spec, self.image, self.accel) + bundle_digest())
+                            machine_signature(spec, self.image, self.accel) + bundle_digest() + self.ram_mode.value)
 
     def _save_template(self, spec: VMSpec, folder: Path) -> dict:
         """Boot a guest of this configuration, wait until it is ready, save it."""
@@ -122,7 +128,7 @@ class MachineFactory:
         self._counter += 1
         template = self._construct(spec.with_(name="template"), self.run.vm_dir(f"template-{self._counter}"),
                                    f"bh-{self.run.run_id}-template-{self._counter}")
-        if shared_ram_supported():
+        if self.ram_mode is RamMode.SHARED:
             template.template_ram = folder / RAM_IMAGE  # type: ignore[attr-defined]
         started = time.monotonic()
         try:

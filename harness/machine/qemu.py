@@ -373,16 +373,11 @@ class QemuMachine(Machine):
         return self.process.pid if self.process is not None and self.process.poll() is None else None
 
     # -- boot once, restore many -------------------------------------------------------
-    def restore_from(self, saved: SavedState, ram_mode: RamMode = RamMode.SHARED) -> None:
-        """Make the next start() load `saved` instead of booting. SHARED falls back to
-        STREAMED where the saved state has no RAM image (or it was changed)."""
-        if ram_mode is RamMode.SHARED and not (saved.has_shared_ram and saved.ram_image_intact()):
-            if saved.has_shared_ram:
-                log.warning("%s: the RAM image of %s was changed since it was saved; loading "
-                            "the full state instead", self.name, saved.folder)
-            ram_mode = RamMode.STREAMED
+    def restore_from(self, saved: SavedState) -> None:
+        """Make the next start() load `saved` instead of booting: map its RAM image or
+        stream its full state, whichever it holds."""
         self.saved = saved
-        self.ram_mode = ram_mode
+        self.ram_mode = RamMode.SHARED if saved.has_shared_ram else RamMode.STREAMED
 
     @property
     def restored(self) -> bool:
@@ -411,17 +406,11 @@ class QemuMachine(Machine):
         self.wait_booted()
         self.ssh.run("sync && echo 3 > /proc/sys/vm/drop_caches", timeout=self.timeouts.boot)
         self.ssh.close()
-        meta: dict = {}
-        seconds = save_running(self.qmp, folder / STATE, self.timeouts.boot)
-        if self.template_ram is not None:
-            # Then the devices alone (the RAM stays in the template's file): a paused guest
-            # can be saved again. Without it, restores stream the full state as before.
-            try:
-                meta["devices_save_seconds"] = round(save_running(self.qmp, folder / DEVICE_STATE,
-                                                                  self.timeouts.boot, devices_only=True), 2)
-            except (HarnessError, QmpError) as exc:
-                log.warning("cannot save the device state alone (%s): restores will stream the RAM", exc)
-                (folder / DEVICE_STATE).unlink(missing_ok=True)
+        # With its RAM in a file, only the devices are saved (x-ignore-shared); otherwise the
+        # full stream. (QEMU refuses a second save of a guest paused by a first one.)
+        shared = self.template_ram is not None
+        state_file = folder / (DEVICE_STATE if shared else STATE)
+        seconds = save_running(self.qmp, state_file, self.timeouts.boot, devices_only=shared)
         try:
             self.qmp.execute("quit", timeout=self.timeouts.shutdown)
         except QmpError:
@@ -429,13 +418,13 @@ class QemuMachine(Machine):
         self.process.wait(self.timeouts.shutdown)
         shutil.move(self.files.overlay, folder / DISK)
         self.kill()
-        if self.template_ram is not None and (folder / DEVICE_STATE).exists():
+        meta: dict = {"ram_mode": (RamMode.SHARED if shared else RamMode.STREAMED).value}
+        if shared:
             with self.template_ram.open("rb") as ram:
                 os.fsync(ram.fileno())  # on disk before the state is published
             st = self.template_ram.stat()
-            meta.update(ram_image=[st.st_size, st.st_mtime_ns], ram_image_disk_bytes=st.st_blocks * 512,
-                        devices_bytes=(folder / DEVICE_STATE).stat().st_size)
-        return {"save_seconds": round(seconds, 2), "state_bytes": (folder / STATE).stat().st_size,
+            meta.update(ram_image=[st.st_size, st.st_mtime_ns], ram_image_disk_bytes=st.st_blocks * 512)
+        return {"save_seconds": round(seconds, 2), "state_bytes": state_file.stat().st_size,
                 "memory_mib": self.spec.memory_mib, "cpus": self.spec.cpus, "swap": str(self.spec.swap),
                 "base_image": str(self.image.disk), **meta}
 

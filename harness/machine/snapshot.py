@@ -1,11 +1,11 @@
 """Boot once, restore many: a booted, ready guest saved to disk (QMP migration to a file
 plus its frozen disk overlay), and new guests restored from it.
 
-A saved state holds the template's RAM image (ram.img: its RAM ran in that file), its device
-state alone (devices.bin: saved with x-ignore-shared) and, for the fallback, the full
-migration stream with the RAM in it (state.bin). Restored guests map ram.img copy-on-write
-and load devices.bin (harness.machine.sharedram); where that is unavailable they load
-state.bin into anonymous memory, as before.
+A saved state holds either the template's RAM image (ram.img: its RAM ran in that file) and
+its device state alone (devices.bin: saved with x-ignore-shared), which restored guests map
+copy-on-write and load (harness.machine.sharedram), or, on the older streamed path, the full
+migration stream with the RAM in it (state.bin), loaded into anonymous memory. Which one is
+part of the key.
 
 The saved state is keyed by everything that shapes it (image, memory, vCPUs, swap, boot
 path, accelerator, QEMU version), kept in the image cache, created under a file lock (so
@@ -66,7 +66,7 @@ class SavedState:
 
     @property
     def has_shared_ram(self) -> bool:
-        return self.ram_image.exists() and self.device_state.exists()
+        return self.device_state.exists()
 
     def ram_image_intact(self) -> bool:
         """The RAM image still has the size and mtime it was saved with: nothing wrote to it
@@ -152,6 +152,13 @@ class SnapshotStore:
     def load(self, key: str) -> SavedState | None:
         folder = self.folder(key)
         return SavedState(folder) if (folder / META).exists() else None
+
+    def discard(self, key: str, saved: SavedState) -> None:
+        """Remove a damaged saved state (guests already running keep their mapping)."""
+        with self.cache.lock(f"snapshot-{key}"):
+            current = self.load(key)
+            if current is not None and current.meta().get("created") == saved.meta().get("created"):
+                shutil.rmtree(self.folder(key), ignore_errors=True)
 
     def ensure(self, key: str, create) -> SavedState:
         """The saved state for `key`, calling `create(tmp_folder) -> dict` to make it if

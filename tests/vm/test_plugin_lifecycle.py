@@ -52,7 +52,8 @@ def test_xdist_workers_share_one_saved_state(tmp_path, vm_image):
     assert {r["worker"] for r in records} == {"gw0", "gw1"}
     assert all(r["restored"] for r in records), records
     states = [p for p in (cache / "snapshots").iterdir() if not p.name.startswith(".")]
-    assert len(states) == 1 and (states[0] / "meta.json").exists() and (states[0] / "state.bin").exists()
+    assert len(states) == 1 and (states[0] / "meta.json").exists()
+    assert (states[0] / "devices.bin").exists() and (states[0] / "ram.img").exists()  # the shared-RAM state
     assert not [p for p in (cache / "snapshots").iterdir() if p.name.startswith(".")], "no half-written state left"
 
 

@@ -96,8 +96,9 @@ def test_guest_writes_and_balloon_never_change_the_ram_image(vm_factory):
 
 
 def test_streamed_restore_still_works(vm_factory):
-    vm_factory.ram_mode = RamMode.STREAMED
+    vm_factory.ram_mode = RamMode.STREAMED  # its own saved state, made the older way
     machine = vm_factory.start(name="streamed")
+    assert machine.saved.state.exists() and not machine.saved.ram_image.exists()
     assert machine.ram_mode is RamMode.STREAMED
     memory = machine.process_memory()
     assert memory.rss_anon_mib > memory.rss_file_mib, memory  # the RAM was loaded, not mapped
