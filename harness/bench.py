@@ -95,9 +95,6 @@ def run_bench(options: HarnessOptions, repeats: int = 3, naive: bool = True, gue
     settled = measure(Series("harness cold boot, boot finished"), repeats,
                       lambda: time_to_booted(cold_factory, name="settled"), log)
     result.update(cold_booted_s=round(settled.median, 2), cold_booted_all_s=_r(settled.seconds))
-    warm_factory = session.factory(fresh_boot=False)
-    warm_factory.start(name="prime")  # make the saved state now: creating it is not a restore
-    warm_factory.close()
     restore = {mode: restore_series(session, mode, restores, log) for mode in (RamMode.SHARED, RamMode.STREAMED)}
     shared, streamed = restore[RamMode.SHARED], restore[RamMode.STREAMED]
     result.update(restore_ready_s=round(shared.median, 2), restore_ready_all_s=_r(shared.seconds),
@@ -139,6 +136,8 @@ def restore_series(session: HarnessSession, mode: RamMode, repeats: int,
     streamed in full (STREAMED, the older path)."""
     factory = session.factory(fresh_boot=False)
     factory.ram_mode = mode
+    factory.start(name="prime", settle=False)  # each path has its own saved state: make it now
+    factory.close()
     series = RestoreSeries(f"restore to ready ({mode.value} RAM)")
     for i in range(repeats):
         started = time.monotonic()

@@ -383,19 +383,19 @@ class QemuMachine(Machine):
     def restored(self) -> bool:
         return self.saved is not None
 
-    def after_ready(self) -> None:
+    def ready_command(self) -> str:
         if not self.restored:
-            return
+            return "true"
         # The saved guest's clock stopped at the save, its hostname and RNG state are the
-        # template's: give this VM its own. One round trip; the clock is set last, with the
-        # one-way latency of the readiness command added. The kernel log line marks, on this
-        # VM's own serial console, where the restored guest's life begins.
-        one_way = self.ready_rtt_s / 2
+        # template's: the readiness command gives this VM its own (the clock is off by the
+        # command's one-way latency, tens of milliseconds). The kernel log line marks, on
+        # this VM's own serial console, where the restored guest's life begins.
+        assert self.ram_mode is not None
         noise = "".join(f"\\{b:03o}" for b in secrets.token_bytes(64))
-        self.ssh.run(f"hostname {self.name} && echo {self.name} > /etc/hostname && "
-                     f"printf '{noise}' > /dev/urandom && "
-                     f"echo '<4>balloon-harness: restored as {self.name} ({self.ram_mode.value} RAM)' > /dev/kmsg && "
-                     f"date -s @{time.time() + one_way:.3f} >/dev/null")
+        return (f"hostname {self.name} && echo {self.name} > /etc/hostname && "
+                f"printf '{noise}' > /dev/urandom && "
+                f"echo '<4>balloon-harness: restored as {self.name} ({self.ram_mode.value} RAM)' > /dev/kmsg && "
+                f"date -s @{time.time():.3f} >/dev/null")
 
     def save_state(self, folder: Path) -> dict:
         """Save this running, ready guest into `folder` (state + frozen disk) and stop QEMU."""
