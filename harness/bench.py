@@ -16,7 +16,7 @@ from harness.balloon import BalloonController
 from harness.config import Backend
 from harness.errors import HarnessError
 from harness.guestcode import install_guest_code
-from harness.hostcost import GroupMemory, group_memory, measure_cpu
+from harness.hostcost import group_memory, measure_cpu
 from harness.image.build import ensure_built_image
 from harness.image.recipe import Recipe
 from harness.machine.factory import MachineFactory
@@ -158,46 +158,38 @@ IDLE_WINDOW_S = 20.0
 
 
 def many_guests(session: HarnessSession, log: Callable[[str], None], count: int = 4) -> dict:
-    """Four idle guests restored from one saved state: host memory (PSS, shared pages counted
-    once) against one guest, the same with streamed RAM, idle CPU with one and with four, and
-    what the balloon gives back to the host from a guest that maps the shared RAM image."""
+    """Idle guests restored from one saved state: host memory of one alone, then of `count`
+    together (PSS: pages they share counted once), for both RAM paths; idle CPU with one and
+    with `count`; what the balloon gives back from a guest that maps the shared RAM image."""
     result: dict = {}
     for mode in (RamMode.SHARED, RamMode.STREAMED):
+        key = "restored" if mode is RamMode.SHARED else "streamed"
         factory = session.factory(fresh_boot=False)
         factory.ram_mode = mode
         try:
-            guests = [factory.start(name=f"idle{i}") for i in range(count)]
-            one = group_memory([m for m in [guests[0].process_memory()] if m])
+            first = factory.start(name="idle0")
+            one = group_memory([m for m in [first.process_memory()] if m])
+            if mode is RamMode.SHARED:
+                cpu_one = measure_cpu([first.pid], IDLE_WINDOW_S)
+            guests = [first] + [factory.start(name=f"idle{i}") for i in range(1, count)]
+            together = group_memory([m for g in guests if (m := g.process_memory())])
+            result[f"rss_1_{key}_mib"] = one.total_mib
+            result[f"rss_{count}_{key}_mib"] = together.total_mib
+            result[f"memory_{count}_{key}"] = together.__dict__
+            log(f"{count} idle guests ({mode.value} RAM): {together.total_mib:.0f} MiB together (PSS; "
+                f"RSS would add up to {together.rss_sum_mib:.0f}), one alone {one.total_mib:.0f} MiB")
             if mode is RamMode.SHARED:
                 cpu_all = measure_cpu([g.pid for g in guests], IDLE_WINDOW_S)
-                for guest in guests[1:]:
-                    factory.release(guest)
-                cpu_one = measure_cpu([guests[0].pid], IDLE_WINDOW_S)
                 result.update(idle_cpu_pct_1=cpu_one.mean_percent, idle_cpu_pct_4=cpu_all.mean_percent,
                               idle_cpu_pct_4_each=list(cpu_all.percent), idle_window_s=IDLE_WINDOW_S)
                 log(f"idle CPU per guest: 1 guest {cpu_one.mean_percent:.1f} %, {count} guests "
                     f"{cpu_all.mean_percent:.1f} % of a core each")
-                guests = guests[:1]
-            memory = _group_after_start(guests, count, factory)
-            key = "restored" if mode is RamMode.SHARED else "streamed"
-            result[f"rss_1_{key}_mib"] = one.total_mib
-            result[f"rss_{count}_{key}_mib"] = memory.total_mib
-            result[f"memory_{count}_{key}"] = memory.__dict__
-            log(f"{count} idle guests ({mode.value} RAM): {memory.total_mib:.0f} MiB together (PSS), "
-                f"one alone {one.total_mib:.0f} MiB")
-            if mode is RamMode.SHARED:
-                result.update(balloon_return(factory.machines[0], log))
+                result.update(balloon_return(first, log))
         finally:
             factory.close()
     result["density_ratio"] = round(result[f"rss_{count}_restored_mib"] / result["rss_1_restored_mib"], 2)
     result["density_ratio_streamed"] = round(result[f"rss_{count}_streamed_mib"] / result["rss_1_streamed_mib"], 2)
     return result
-
-
-def _group_after_start(guests: list, count: int, factory: MachineFactory) -> GroupMemory:
-    while len(guests) < count:
-        guests.append(factory.start(name=f"idle{len(guests)}"))
-    return group_memory([m for g in guests if (m := g.process_memory())])
 
 
 def balloon_return(machine, log: Callable[[str], None], dirty_mib: int = 256) -> dict:
