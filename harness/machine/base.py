@@ -174,7 +174,7 @@ class Machine(abc.ABC):
             self.launch()
             self.clock.mark("launch")
             self.wait_ready()
-            self.clock.mark("first_ssh")
+            self.clock.mark("first_command")
             self.after_ready()
             self.clock.mark("fixups")
         except BaseException:
@@ -230,6 +230,7 @@ class Machine(abc.ABC):
                  context=self.failure_context, abort=self.abort_reason,
                  fix="read the serial console tail above; raise the deadline with "
                      "BALLOON_HARNESS_TIMEOUT_SCALE if the host is just slow.")
+        self.clock.mark("ssh_connect")
         # Ready means a command works, not only that sshd accepted the key.
         self.ssh.run(self.ready_command(), timeout=max(5.0, deadline.remaining()))
         if self.uses_cloud_init and self.wait_for_cloud_init:

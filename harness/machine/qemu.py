@@ -392,7 +392,9 @@ class QemuMachine(Machine):
         # this VM's own serial console, where the restored guest's life begins.
         assert self.ram_mode is not None
         noise = "".join(f"\\{b:03o}" for b in secrets.token_bytes(64))
-        return (f"hostname {self.name} && echo {self.name} > /etc/hostname && "
+        # Shell builtins where they will do: every program started right after a restore
+        # is translated afresh by TCG.
+        return (f"echo {self.name} > /proc/sys/kernel/hostname && echo {self.name} > /etc/hostname && "
                 f"printf '{noise}' > /dev/urandom && "
                 f"echo '<4>balloon-harness: restored as {self.name} ({self.ram_mode.value} RAM)' > /dev/kmsg && "
                 f"date -s @{time.time():.3f} >/dev/null")
