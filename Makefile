@@ -10,7 +10,7 @@ BH     := $(VENV)/bin/balloon-harness
 # Extra arguments for pytest, e.g. make test PYTEST_ARGS="-k balloon"
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv image test unit vm demo bench doctor reap clean
+.PHONY: all deps venv image test unit vm demo bench slowest doctor reap clean
 
 all: test
 
@@ -45,7 +45,13 @@ demo: image
 # guest (real PSI); the last line printed is one JSON object.
 bench: image
 	$(PY) bench/bench_intermediate.py
-	$(BH) bench
+	ci/with-libvirtd.sh $(BH) bench
+
+# The ten slowest tests of a run and what they waited for (VM starts by kind, test body), from
+# its JUnit report: make test PYTEST_ARGS=--junitxml=junit.xml && make slowest
+JUNIT ?= junit.xml
+slowest: venv
+	$(PY) -m harness.slowest $(JUNIT)
 
 doctor: venv
 	$(BH) doctor

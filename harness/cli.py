@@ -111,7 +111,8 @@ def cmd_reap(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from harness.bench import main_bench
-    return main_bench(_options(args), args.repeats, naive=not args.no_naive, guest_daemon=not args.no_daemon)
+    return main_bench(_options(args), args.repeats, naive=not args.no_naive, guest_daemon=not args.no_daemon,
+                      libvirt=not args.no_libvirt)
 
 
 def _scenario_factory(args: argparse.Namespace):
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3)
     bench.add_argument("--no-naive", action="store_true", help="skip the naive image (saves its build)")
     bench.add_argument("--no-daemon", action="store_true", help="skip the daemon benchmark in a guest")
+    bench.add_argument("--no-libvirt", action="store_true", help="skip the libvirt boot figures")
     bench.set_defaults(func=cmd_bench)
 
     for name, func, text in (("run", cmd_run, "run a scenario once"),

@@ -25,7 +25,9 @@ from harness.ssh import CONTROL_ENV
 GUEST_LEDGER = f"{GUEST_DATA}/ledger-guest.jsonl"
 SAMPLER_UNIT = "bh-sampler.service"
 
-HOST_FIELDS = ["host_qemu_rss_mib", "balloon_target_mib", "balloon_actual_mib",
+# RSS split: anon is QEMU's own memory; file is pages of a RAM image that guests restored
+# from one saved state share (see README "Fast VMs": how shared pages are charged).
+HOST_FIELDS = ["host_qemu_rss_mib", "host_qemu_anon_mib", "host_qemu_file_mib", "balloon_target_mib", "balloon_actual_mib",
                "stats_total_mib", "stats_available_mib"]
 GUEST_FIELDS = ["guest_mem_total_mib", "guest_mem_available_mib", "guest_swap_used_mib",
                 "psi_some_avg10", "psi_some_total_us", "psi_full_avg10", "psi_full_total_us",
@@ -56,7 +58,10 @@ class HostSampler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            memory = self.machine.process_memory()
             record: dict = {"t": time.time(), "host_qemu_rss_mib": self.machine.host_rss_mib(),
+                            "host_qemu_anon_mib": _round(memory and memory.rss_anon_mib),
+                            "host_qemu_file_mib": _round(memory and memory.rss_file_mib),
                             "balloon_target_mib": self._target}
             try:
                 record["balloon_actual_mib"] = round(self.machine.balloon.state().actual_mib, 1)

@@ -17,6 +17,7 @@ and journal) land in <--vm-artifacts>/<test id>-<hash>/<vm>/.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import shutil
@@ -133,6 +134,8 @@ def vm_factory(request: pytest.FixtureRequest, vm_session: HarnessSession,
     finally:
         keep = request.config.getoption("--vm-keep") or _test_failed(request.node)
         factory.close(_artifact_dir(request.config, request.node.nodeid) if keep else None)
+        # What the test waited for, in the JUnit report (`make slowest` reads it).
+        request.node.user_properties.append(("vm_starts", json.dumps([s.__dict__ for s in factory.starts])))
 
 
 @pytest.fixture

@@ -52,7 +52,8 @@ def test_xdist_workers_share_one_saved_state(tmp_path, vm_image):
     assert {r["worker"] for r in records} == {"gw0", "gw1"}
     assert all(r["restored"] for r in records), records
     states = [p for p in (cache / "snapshots").iterdir() if not p.name.startswith(".")]
-    assert len(states) == 1 and (states[0] / "meta.json").exists() and (states[0] / "state.bin").exists()
+    assert len(states) == 1 and (states[0] / "meta.json").exists()
+    assert (states[0] / "devices.bin").exists() and (states[0] / "ram.img").exists()  # the shared-RAM state
     assert not [p for p in (cache / "snapshots").iterdir() if p.name.startswith(".")], "no half-written state left"
 
 
@@ -66,6 +67,10 @@ def test_failed_test_leaves_artifacts_and_no_process(tmp_path):
     names = {p.name for p in vm_dir.iterdir()}
     assert {"serial.log", "cmdline.txt", "qmp.jsonl", "dmesg.txt", "journal.txt"} <= names
     assert "evidence-from-the-guest" in (vm_dir / "dmesg.txt").read_text()
+    # The serial console of the (restored) guest holds kernel messages: the restore's own mark
+    # and what the test wrote to the kernel log.
+    serial = (vm_dir / "serial.log").read_text(errors="replace")
+    assert "balloon-harness: restored as" in serial and "evidence-from-the-guest" in serial, serial[-2000:]
     assert "qemu-system-x86_64" in (vm_dir / "cmdline.txt").read_text()
     assert '"qmp_capabilities"' in (vm_dir / "qmp.jsonl").read_text()
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout
