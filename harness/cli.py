@@ -175,6 +175,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_compare(args)
 
 
+def cmd_trend(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.trend import Flag, TrendSettings, build_trends, load
+    from harness.trend_report import markdown, rich_tables
+    settings = TrendSettings(window=args.window, min_history=args.min_history, k=args.k)
+    trends = build_trends(load([Path(p) for p in args.paths]), settings)
+    if args.format == "markdown":
+        print(markdown(trends, settings))
+    else:
+        for item in rich_tables(trends, settings):
+            console.print(item)
+    regressed = any(t.flagged(Flag.REGRESSION) for t in trends)
+    return 1 if regressed and args.fail_on_regression else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="balloon-harness",
                                      description="Boot real QEMU guests, put them under memory "
@@ -221,6 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
     _options_args(demo)
     demo.add_argument("--runs", default="runs")
     demo.set_defaults(func=cmd_demo)
+
+    trend = sub.add_parser("trend", help="each figure's history over runs of a scenario; flags what left its noise band")
+    trend.add_argument("paths", nargs="+", metavar="SUMMARY.json|RUN_DIR",
+                       help="summaries or folders holding them, oldest first (folders: sorted by path)")
+    trend.add_argument("--window", type=int, default=10, help="earlier runs the median and band come from (default 10)")
+    trend.add_argument("--min-history", type=int, default=5, help="earlier runs needed to flag (default 5, at least 3)")
+    trend.add_argument("-k", type=float, default=3.0, help="band half-width in robust standard deviations (default 3)")
+    trend.add_argument("--format", choices=["text", "markdown"], default="text",
+                       help="markdown: a table for a CI job summary ($GITHUB_STEP_SUMMARY)")
+    trend.add_argument("--fail-on-regression", action="store_true", help="exit 1 if a regression is flagged")
+    trend.set_defaults(func=cmd_trend)
 
     reap = sub.add_parser("reap", help="remove what killed runs left: QEMU processes, domains, files")
     reap.add_argument("--libvirt-uri", default=None)

@@ -1,0 +1,62 @@
+"""The figures in a summary JSON: every finite number, named by its path, and which way is
+better where the name says so.
+
+Generic over shapes on purpose: today's one-run summary (`summarize`), a comparison
+(`{"scenario", "off", "on", "verdict"}`) and per-guest plus host-wide summaries all flatten to
+`{"on.psi_full_stall_s": 1.92, "guests.a.oom_kills": 0, ...}`. Booleans, strings and lists of
+plain values are not figures; a list of objects is keyed by their "name" where each has one,
+else by position (`balloon_steps.0.seconds_to_reach`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from enum import Enum
+
+#: Leaf names that are numbers but not measurements.
+NOT_FIGURES = frozenset({"exit_status", "pid"})
+
+
+class Direction(Enum):
+    LOWER = "lower"      # lower is better
+    HIGHER = "higher"    # higher is better
+    UNKNOWN = "?"
+
+
+# Matched against a figure's last path component; the first match wins.
+_DIRECTIONS: tuple[tuple[re.Pattern[str], Direction], ...] = (
+    (re.compile(r"items_per_s$|throughput|ops_per_s$"), Direction.HIGHER),
+    (re.compile(r"stall_s$|oom|silence_s$|seconds_to|time_to|swap_used|rss_mib$|latency|reaction_s$"),
+     Direction.LOWER),
+)
+
+
+def direction_of(path: str) -> Direction:
+    leaf = path.rsplit(".", 1)[-1]
+    for pattern, direction in _DIRECTIONS:
+        if pattern.search(leaf):
+            return direction
+    return Direction.UNKNOWN
+
+
+def flatten(data: object, prefix: str = "") -> dict[str, float]:
+    """Every finite int/float under `data`, keyed by its dotted path, in document order."""
+    out: dict[str, float] = {}
+    if isinstance(data, dict):
+        items = [(str(k), v) for k, v in data.items()]
+    elif isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
+        named = all(isinstance(v.get("name"), str) for v in data)
+        items = [(v["name"] if named else str(i), v) for i, v in enumerate(data)]
+    else:
+        return out
+    for key, value in items:
+        path = f"{prefix}{key}"
+        if isinstance(value, bool) or key in NOT_FIGURES:
+            continue
+        if isinstance(value, int | float):
+            if math.isfinite(value):
+                out[path] = value
+        else:
+            out.update(flatten(value, f"{path}."))
+    return out
