@@ -205,3 +205,12 @@ def test_find_summaries_takes_a_comparison_once(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no summary.json"):
         find_summaries([tmp_path / "empty"])
+
+
+def test_a_short_history_gets_a_wider_band_than_a_long_one_with_the_same_spread():
+    """Five nights can look calm by chance: at the same spread, fewer nights mean a wider band."""
+    settings = TrendSettings()
+    five = noise_band([0.9, 1.0, 1.1, 0.95, 1.05], settings)
+    ten = noise_band([0.9, 1.0, 1.1, 0.95, 1.05] * 2, settings)
+    assert five.low < ten.low and five.high > ten.high
+    assert five.contains(1.5) and not ten.contains(1.5)
