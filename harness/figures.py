@@ -16,6 +16,11 @@ from enum import Enum
 
 #: Leaf names that are numbers but not measurements.
 NOT_FIGURES = frozenset({"exit_status", "pid"})
+#: What a scenario test reports per run (JUnit properties): balloon time to target, OOM kills,
+#: protected throughput, PSI stall, stops; per guest too where a summary has guests.
+KEY_FIGURES = frozenset({"balloon_reached", "balloon_seconds_to_target", "oom_kills", "protected_completed",
+                         "protected_items_per_s", "psi_full_stall_s", "psi_some_stall_s", "stops", "resumes",
+                         "longest_stopped_s", "ssh_longest_silence_s"})
 
 
 class Direction(Enum):
@@ -40,8 +45,9 @@ def direction_of(path: str) -> Direction:
     return Direction.UNKNOWN
 
 
-def flatten(data: object, prefix: str = "") -> dict[str, float]:
-    """Every finite int/float under `data`, keyed by its dotted path, in document order."""
+def flatten(data: object, prefix: str = "", *, bools: bool = False) -> dict[str, float]:
+    """Every finite int/float under `data` (and with `bools`, every boolean), keyed by its
+    dotted path, in document order."""
     out: dict[str, float] = {}
     if isinstance(data, dict):
         items = [(str(k), v) for k, v in data.items()]
@@ -52,11 +58,17 @@ def flatten(data: object, prefix: str = "") -> dict[str, float]:
         return out
     for key, value in items:
         path = f"{prefix}{key}"
-        if isinstance(value, bool) or key in NOT_FIGURES:
+        if key in NOT_FIGURES or (isinstance(value, bool) and not bools):
             continue
         if isinstance(value, int | float):
             if math.isfinite(value):
                 out[path] = value
         else:
-            out.update(flatten(value, f"{path}."))
+            out.update(flatten(value, f"{path}.", bools=bools))
     return out
+
+
+def key_figures(summary: dict) -> dict[str, float]:
+    """The figures a CI system should show next to a scenario test, by path."""
+    return {path: value for path, value in flatten(summary, bools=True).items()
+            if path.rsplit(".", 1)[-1] in KEY_FIGURES}
