@@ -69,6 +69,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vm: boots real QEMU guests (select with -m vm, skip with -m 'not vm')")
     config.addinivalue_line("markers", "fresh_boot: this test's VMs boot instead of being restored")
+    config.addinivalue_line("markers", "measure: takes figures (timings, throughput, stalls) that parallel guests "
+                                       "on the same cores would change: run these alone, without xdist "
+                                       "(-m measure after -m 'not measure' -n N)")
 
 
 def options_from(config: pytest.Config) -> HarnessOptions:
