@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except HarnessError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)  # paths stay whole
         return 2
 
 
