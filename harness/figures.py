@@ -32,8 +32,8 @@ class Direction(Enum):
 # Matched against a figure's last path component; the first match wins.
 _DIRECTIONS: tuple[tuple[re.Pattern[str], Direction], ...] = (
     (re.compile(r"items_per_s$|throughput|ops_per_s$"), Direction.HIGHER),
-    (re.compile(r"stall_s$|oom|silence_s$|seconds_to|time_to|swap_used|rss_mib$|latency|reaction_s$"),
-     Direction.LOWER),
+    (re.compile(r"stall_s$|oom|silence_s$|seconds_to|time_to|swap_used|rss|latency|reaction|boot_s$|booted_s$"
+                r"|ready_s$|cpu_percent|_vs_naive$"), Direction.LOWER),
 )
 
 

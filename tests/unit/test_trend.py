@@ -180,6 +180,11 @@ def test_directions_of_the_key_figures():
     assert direction_of("off.balloon_seconds_to_target") is Direction.LOWER
     assert direction_of("on.protected_items_per_s") is Direction.HIGHER
     assert direction_of("on.stops") is Direction.UNKNOWN
+    # make bench's JSON line
+    for lower in ("cold_boot_s", "restore_ready_s", "qemu_rss_mib", "guest_reaction_ms_psi_trigger_median",
+                  "guest_idle_cpu_percent", "cold_vs_naive"):
+        assert direction_of(lower) is Direction.LOWER, lower
+    assert direction_of("memory_mib") is Direction.UNKNOWN
 
 
 def test_band_is_learnt_from_the_history_and_robust_to_one_wild_night():
