@@ -48,3 +48,27 @@ def test_the_durations_file_balances_the_shards():
               for g in (1, 2)]
     totals = [sum(known.get(t, mean) for t in shard) for shard in shards]
     assert abs(totals[0] - totals[1]) <= max(known.values()), totals
+
+
+def test_each_shard_records_only_its_own_durations_so_the_nightly_merge_is_the_whole_suite(tmp_path):
+    """The nightly refresh: every shard (under xdist, as the nightly runs it) splits by a copy of
+    the recorded file and writes back, with --clean-durations, only the tests it ran; the report
+    job's `jq -s add` of the shards' files is then every test once, with tonight's time."""
+    (tmp_path / "test_tiny.py").write_text("import pytest\n\n@pytest.mark.parametrize('n', range(8))\n"
+                                           "def test_n(n):\n    pass\n")
+    recorded = {f"test_tiny.py::test_n[{n}]": 100.0 + n for n in range(8)}
+    merged: dict[str, float] = {}
+    for group in (1, 2):
+        shard_file = tmp_path / f"durations-{group}.json"
+        shard_file.write_text(json.dumps(recorded))
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+                               "--splits", "2", "--group", str(group), "--splitting-algorithm", "least_duration",
+                               "--durations-path", str(shard_file), "--store-durations", "--clean-durations",
+                               "--rootdir", str(tmp_path), "test_tiny.py"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout + done.stderr
+        mine = json.loads(shard_file.read_text())
+        assert len(mine) == 4 and not set(mine) & set(merged), mine
+        assert all(seconds < 100 for seconds in mine.values()), "tonight's times, not the recorded ones"
+        merged |= mine
+    assert set(merged) == set(recorded)
