@@ -4,6 +4,7 @@ exactly once; and the shards are balanced by the recorded durations."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -17,12 +18,13 @@ ROOT = Path(__file__).resolve().parents[2]
 DURATIONS = ROOT / ".test_durations"
 
 
-def collected(*args: str) -> list[str]:
+@functools.cache  # each collection is a pytest run of a few seconds; the tests share them
+def collected(*args: str) -> tuple[str, ...]:
     done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
                            "--durations-path", str(DURATIONS), *args, "tests"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    return [line for line in done.stdout.splitlines() if "::" in line and not line.startswith(" ")]
+    return tuple(line for line in done.stdout.splitlines() if "::" in line and not line.startswith(" "))
 
 
 @pytest.mark.parametrize("select", [(), ("-m", "not measure")], ids=["whole-suite", "parallel-safe"])
@@ -31,7 +33,7 @@ def test_two_shards_run_every_test_exactly_once(select):
     shards = [collected(*select, "--splits", "2", "--group", str(group), "--splitting-algorithm", "least_duration")
               for group in (1, 2)]
     assert all(shards), "both shards have tests"
-    together = shards[0] + shards[1]
+    together = [*shards[0], *shards[1]]
     assert len(together) == len(set(together)), "no test in both shards"
     assert sorted(together) == sorted(everything), "no test in neither"
 
