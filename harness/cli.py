@@ -182,6 +182,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_compare(args)
 
 
+def cmd_trend(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.trend import Flag, TrendSettings, build_trends, load
+    from harness.trend_report import markdown, rich_tables
+    settings = TrendSettings(window=args.window, min_history=args.min_history, k=args.k)
+    trends = build_trends(load([Path(p) for p in args.paths]), settings)
+    if args.format == "markdown":
+        print(markdown(trends, settings))
+    else:
+        for item in rich_tables(trends, settings):
+            console.print(item)
+    regressed = any(t.flagged(Flag.REGRESSION) for t in trends)
+    return 1 if regressed and args.fail_on_regression else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="balloon-harness",
                                      description="Boot real QEMU guests, put them under memory "
@@ -231,6 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     from harness.reaper import KEEP_DAYS
+    trend = sub.add_parser("trend", help="each figure's history over runs of a scenario; flags what left its noise band")
+    trend.add_argument("paths", nargs="+", metavar="SUMMARY.json|RUN_DIR",
+                       help="summaries or folders holding them, oldest first (folders: sorted by path)")
+    trend.add_argument("--window", type=int, default=10, help="earlier runs the median and band come from (default 10)")
+    trend.add_argument("--min-history", type=int, default=5, help="earlier runs needed to flag (default 5, at least 3)")
+    trend.add_argument("-k", type=float, default=3.0, help="band half-width in robust standard deviations (default 3)")
+    trend.add_argument("--format", choices=["text", "markdown"], default="text",
+                       help="markdown: a table for a CI job summary ($GITHUB_STEP_SUMMARY)")
+    trend.add_argument("--fail-on-regression", action="store_true", help="exit 1 if a regression is flagged")
+    trend.set_defaults(func=cmd_trend)
+
     reap = sub.add_parser("reap", help="stop what killed runs left (QEMU, domains, disks, sockets); keep their evidence")
     reap.add_argument("--libvirt-uri", default=None)
     reap.add_argument("--no-libvirt", action="store_true", help="do not look at libvirt domains")
@@ -248,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except HarnessError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)  # paths stay whole
         return 2
 
 

@@ -1,13 +1,16 @@
-"""One short overcommit scenario end to end, with its expectations checked, on both backends."""
+"""One short overcommit scenario end to end, with its expectations checked, on both backends.
+It measures (ledger, stalls, throughput): it runs alone, never beside other guests under xdist."""
 
 import csv
 import json
 
 import pytest
 
+pytestmark = pytest.mark.measure
+
 
 @pytest.mark.parametrize("vm_backend", ["qemu", "libvirt"])
-def test_short_scenario_meets_its_expectations(run_scenario, vm_backend):
+def test_short_scenario_meets_its_expectations(run_scenario, vm_backend, request):
     result = run_scenario("short-overcommit")
     summary = result.summary
     assert result.passed, [f"{e.name}: {e.detail}" for e in result.failures()]
@@ -31,3 +34,8 @@ def test_short_scenario_meets_its_expectations(run_scenario, vm_backend):
     assert min(float(r["guest_mem_total_mib"]) for r in with_guest) < 700
     assert max(float(r["daemon_stopped"] or 0) for r in rows) >= 1
     assert json.loads((folder / "summary.json").read_text())["mode"] == "on"
+    # The key figures are the test's JUnit properties.
+    properties = dict(request.node.user_properties)
+    assert properties["short-overcommit.on.stops"] == summary["stops"]
+    assert properties["short-overcommit.on.psi_full_stall_s"] == summary["psi_full_stall_s"]
+    assert properties["short-overcommit.on.balloon_reached"] == "true"
