@@ -133,6 +133,20 @@ def test_unix_stream_connection_dependency(spawn, workdir, protected_side):
     assert reason(cls, bystander.pid) == "distinct"
 
 
+@pytest.mark.parametrize("protected_side", ["listener", "client"])
+def test_a_client_queued_on_a_listener_is_linked_to_it(spawn, workdir, protected_side):
+    # The listener never accepts: the client's connection waits in its queue, where only
+    # sock_diag's UNIX_DIAG_ICONS shows it (the client's peer is an embryo socket without an inode).
+    path = unix_socket_path(workdir, "queue")
+    listener = spawn("listener", exe="py-core" if protected_side == "listener" else "py-distinct",
+                     listen=path, no_accept=True)
+    client = spawn("client", exe="py-core" if protected_side == "client" else "py-distinct", connect=path)
+    cls = classify(protect_comms=(protected_side,))
+    core, other = (listener, client) if protected_side == "listener" else (client, listener)
+    assert reason(cls, core.pid) == "protected:core"
+    assert reason(cls, other.pid) == "protected:dependent"
+
+
 def test_dependency_does_not_propagate_through_never_stop(spawn, workdir):
     # core -pipe- bridge(never-stop) -pipe- far: far stays distinct.
     r1, w1 = os.pipe()
