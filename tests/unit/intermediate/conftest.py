@@ -374,7 +374,7 @@ class DaemonProc:
         found = read_events(str(self.events_path))
         return [e for e in found if kind is None or e["event"] == kind]
 
-    def wait_event(self, kind: str, predicate: Callable[[dict], bool] = lambda e: True, timeout: float = 5.0) -> dict:
+    def wait_event(self, kind: str, predicate: Callable[[dict], bool] = lambda e: True, timeout: float = 10.0) -> dict:
         def find():
             for event in self.events(kind):
                 if predicate(event):

@@ -58,10 +58,10 @@ def test_a_reading_from_a_snapshot_and_the_fast_signal():
 
 
 def test_what_is_decided_on_is_what_is_logged():
-    raw = PressureReading(t=3.0, some_avg10=12.3456, some_fast=0.005, full_avg10=99.999)
-    assert raw.quantized() == PressureReading(t=3.0, some_avg10=12.35, some_fast=0.01, full_avg10=100.0)
-    assert raw.as_list() == [12.35, 0.01, 100.0]
-    assert raw.as_event() == {"some_avg10": 12.35, "some_fast": 0.01, "full_avg10": 100.0}
+    raw = PressureReading(t=3.0, some_avg10=12.3456, some_fast=0.005, full_avg10=1.234)
+    assert raw.quantized() == PressureReading(t=3.0, some_avg10=12.35, some_fast=0.01, full_avg10=1.23)
+    assert raw.as_list() == [12.35, 0.01, 1.23]
+    assert raw.as_event() == {"some_avg10": 12.35, "some_fast": 0.01, "full_avg10": 1.23}
     assert PressureReading.from_list(raw.as_list(), t=3.0) == raw.quantized()
     assert PressureReading.from_list([1, 2, 3]) == PressureReading(t=0.0, some_avg10=1.0, some_fast=2.0, full_avg10=3.0)
 

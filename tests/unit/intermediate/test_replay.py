@@ -39,9 +39,9 @@ def test_replay_finds_a_decision_the_log_does_not_have(spawn, start_daemon, psi,
     victim = spawn("replayvictim")
     daemon = start_daemon()
     psi.set(60)
-    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped")
     psi.set(0)
-    daemon.wait_event("resume", timeout=5)
+    daemon.wait_event("resume", timeout=10)
     assert daemon.terminate() == 0
     lines = daemon.events_path.read_text().splitlines()
     assert replay_cli(daemon.events_path).returncode == 0

@@ -50,9 +50,9 @@ def test_sigterm_sigint_and_sighup_resume_everything(spawn, start_daemon, psi, s
     b = spawn("termb")
     daemon = start_daemon()
     psi.set(60)
-    wait_for(lambda: is_stopped(a.pid) and is_stopped(b.pid), 4, what="both stopped")
+    wait_for(lambda: is_stopped(a.pid) and is_stopped(b.pid), 10, what="both stopped")
     daemon.popen.send_signal(signum)
-    assert daemon.popen.wait(timeout=5) == 0
+    assert daemon.popen.wait(timeout=10) == 0
     assert not is_stopped(a.pid) and not is_stopped(b.pid)
     assert a.makes_progress() and b.makes_progress()
     exit_event = daemon.events()[-1]
@@ -72,15 +72,15 @@ def test_watchdog_resumes_after_sigkill(spawn, start_daemon, psi):
     # The stop event, not only state T: a SIGKILL between the signal and the event would
     # leave a decision without its outcome in the log.
     daemon.wait_event("stop")
-    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped")
     wait_for(lambda: blocked_in_poll(watchdog), 10, what="the watchdog waiting on the daemon")
     daemon.popen.send_signal(signal.SIGKILL)
     wait_for(lambda: not is_stopped(victim.pid), 10, what="watchdog resume")
     assert victim.makes_progress()
-    resumed = daemon.wait_event("resume", lambda e: e["reason"] == "watchdog", timeout=5)
+    resumed = daemon.wait_event("resume", lambda e: e["reason"] == "watchdog", timeout=10)
     assert resumed["pid"] == victim.pid and daemon.events()[-1] == resumed
     assert StateStore(str(daemon.state_dir)).load() == []
-    wait_for(lambda: not is_alive(watchdog), 5, what="watchdog exit")
+    wait_for(lambda: not is_alive(watchdog), 10, what="watchdog exit")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
@@ -92,11 +92,11 @@ def test_the_watchdog_outlives_the_signals_the_daemon_handles(spawn, start_daemo
     watchdog = daemon.watchdog_pid()
     psi.set(60)
     daemon.wait_event("stop")
-    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped")
     wait_for(lambda: blocked_in_poll(watchdog), 10, what="the watchdog waiting on the daemon")
     # The daemon is stopped first, so that it cannot replace a watchdog that died of the signal.
     daemon.popen.send_signal(signal.SIGSTOP)
-    wait_for(lambda: is_stopped(daemon.pid), 5, what="the daemon stopped")
+    wait_for(lambda: is_stopped(daemon.pid), 10, what="the daemon stopped")
     os.kill(watchdog, signum)
     daemon.popen.send_signal(signal.SIGKILL)
     wait_for(lambda: not is_stopped(victim.pid), 10, what=f"the watchdog's resume after its {signum.name}")
@@ -111,12 +111,12 @@ def test_leftovers_of_a_crashed_daemon_are_resumed(spawn, start_daemon, psi, wor
     watchdog = crashed.watchdog_pid()
     psi.set(60)
     crashed.wait_event("stop")
-    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped")
     # A real crash of both: the watchdog first, then the daemon.
     os.kill(watchdog, signal.SIGKILL)
     crashed.popen.send_signal(signal.SIGKILL)
-    crashed.popen.wait(timeout=5)
-    wait_for(lambda: not is_alive(watchdog), 5, what="the watchdog gone")
+    crashed.popen.wait(timeout=10)
+    wait_for(lambda: not is_alive(watchdog), 10, what="the watchdog gone")
     psi.set(0)
     assert is_stopped(victim.pid), "nobody resumed it: a real leftover"
     assert [r.unit.pids for r in StateStore(str(state_dir)).load()] == [[victim.pid]]
@@ -141,7 +141,7 @@ def test_recycled_pid_is_never_signalled(spawn, start_daemon, workdir, via):
     ours = spawn("ours", signal_log=True)
     os.kill(innocent.pid, signal.SIGSTOP)
     os.kill(ours.pid, signal.SIGSTOP)
-    wait_for(lambda: is_stopped(innocent.pid) and is_stopped(ours.pid), 2, what="stopped by the test")
+    wait_for(lambda: is_stopped(innocent.pid) and is_stopped(ours.pid), 10, what="stopped by the test")
     state_dir = workdir / "state-recycled"
     store = StateStore(str(state_dir))
     store.save([record_for(innocent.pid, starttime(innocent.pid) + 12345, "innocent"), record_for(ours.pid, starttime(ours.pid), "ours")])
@@ -156,8 +156,8 @@ def test_recycled_pid_is_never_signalled(spawn, start_daemon, workdir, via):
         assert daemon.wait_event("start")["recovered"] == [ours.pid]
         assert daemon.wait_event("skip", lambda e: e["reason"] == "pid-recycled")["pid"] == innocent.pid
 
-    wait_for(lambda: not is_stopped(ours.pid), 2, what="ours resumed")
-    wait_for(lambda: ours.signal_log.exists(), 2, what="ours got SIGCONT")
+    wait_for(lambda: not is_stopped(ours.pid), 10, what="ours resumed")
+    wait_for(lambda: ours.signal_log.exists(), 10, what="ours got SIGCONT")
     stays(lambda: is_stopped(innocent.pid), 0.3, what="innocent untouched")
     assert not innocent.signal_log.exists(), "the recycled pid received a signal"
     assert StateStore(str(state_dir)).load() == []
@@ -245,10 +245,10 @@ def test_dead_watchdog_is_replaced(spawn, start_daemon, psi):
     assert "watchdog exited" in daemon.log()
     psi.set(60)
     daemon.wait_event("stop")
-    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped")
     wait_for(lambda: blocked_in_poll(second), 10, what="the new watchdog waiting on the daemon")
     daemon.popen.send_signal(signal.SIGKILL)
-    wait_for(lambda: not is_stopped(victim.pid), 2, what="the replacement watchdog resumed it")
+    wait_for(lambda: not is_stopped(victim.pid), 10, what="the replacement watchdog resumed it")
     assert daemon.wait_event("resume", lambda e: e["reason"] == "watchdog")["pid"] == victim.pid
     assert second != first
 
@@ -279,7 +279,7 @@ def test_a_crash_in_the_loop_resumes_everything_before_exit(spawn, start_daemon,
     daemon = start_daemon(entry=(str(CRASH_IN_LOOP),), env_extra={"BH_CRASH_TRIGGER": str(trigger)}, crashes=True)
     psi.set(60)
     daemon.wait_event("stop")
-    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped")
     trigger.touch()  # the next scan (a rescan while a unit is held) raises
     assert daemon.popen.wait(timeout=20) == 1
     assert "daemon loop failed; resuming everything" in daemon.log() and "injected fault" in daemon.log()
