@@ -208,7 +208,7 @@ def test_hysteresis_no_flapping_and_hold(spawn, start_daemon, psi):
     daemon.decisions(3, on=between)
     stops_before = len(daemon.events("stop"))
     # Oscillate between the thresholds, for longer than a stop interval: no stop, no resume.
-    for value in (8, 15, 9, 14, 8, 16, 10, 12):
+    for value in (8, 13, 9, 12, 8, 13, 10, 12):  # well below 20: a step's first fast readings overshoot
         psi.set(value)
         daemon.decisions(5, on=lambda p, v=value: between(p) and p["some_avg10"] == v)
     assert len(daemon.events("stop")) == stops_before and daemon.events("resume") == []
