@@ -383,6 +383,19 @@ class DaemonProc:
 
         return wait_for(find, timeout, what=f"event {kind}")
 
+    def holds(self, pid: int) -> dict:
+        """Wait until the daemon has stopped `pid` and said so: its stop event, then state T. (Not
+        state T alone: a SIGKILL between the signal and the event leaves a decision unlogged.)"""
+        event = self.wait_event("stop", lambda e: pid in e["pids"])
+        wait_for(lambda: is_stopped(pid), 10, what=f"pid {pid} stopped")
+        return event
+
+    def watchdog_ready(self) -> int:
+        """The watchdog's pid, once it waits on the daemon (its signal dispositions are set)."""
+        pid = self.watchdog_pid()
+        wait_for(lambda: blocked_in_poll(pid), 10, what="the watchdog waiting on the daemon")
+        return pid
+
     def decided_at(self, event: dict) -> float:
         """The daemon's own clock (`m` of the input record) at the decision that made `event`:
         each decision's input record is logged before its actions' events."""

@@ -215,10 +215,7 @@ def test_resume_all_keeps_what_it_could_not_resume(spawn, start_daemon, psi, wor
     state_dir = workdir / "kept"
     daemon = start_daemon(state_dir=state_dir)
     psi.set(60)
-    # The stop event, not only state T: a SIGKILL between the signal and the event would
-    # leave a decision without its outcome in the log.
-    daemon.wait_event("stop")
-    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped")
+    daemon.holds(victim.pid)
     os.kill(daemon.watchdog_pid(), signal.SIGKILL)
     daemon.popen.send_signal(signal.SIGKILL)
     daemon.popen.wait(timeout=10)
@@ -283,8 +280,7 @@ def test_idle_control_clients_cannot_hold_up_a_stop(spawn, start_daemon, psi):
             idle.append(client)
         assert daemon.status()["state"] == "calm"  # the server answers past twelve silent clients
         psi.set(60)
-        daemon.wait_event("stop")
-        wait_for(lambda: is_stopped(victim.pid), 10, what="stopped")
+        daemon.holds(victim.pid)
         # The stop happened while all twelve were connected and silent: none was closed.
         for client in idle:
             client.setblocking(False)

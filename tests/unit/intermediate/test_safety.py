@@ -67,13 +67,9 @@ def test_watchdog_resumes_after_sigkill(spawn, start_daemon, psi):
     # How fast: bench/bench_intermediate.py (watchdog_resume_ms). Here: that it does, and only then.
     victim = spawn("wdvictim")
     daemon = start_daemon()
-    watchdog = daemon.watchdog_pid()
     psi.set(60)
-    # The stop event, not only state T: a SIGKILL between the signal and the event would
-    # leave a decision without its outcome in the log.
-    daemon.wait_event("stop")
-    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped")
-    wait_for(lambda: blocked_in_poll(watchdog), 10, what="the watchdog waiting on the daemon")
+    daemon.holds(victim.pid)
+    watchdog = daemon.watchdog_ready()
     daemon.popen.send_signal(signal.SIGKILL)
     wait_for(lambda: not is_stopped(victim.pid), 10, what="watchdog resume")
     assert victim.makes_progress()
@@ -89,11 +85,9 @@ def test_the_watchdog_outlives_the_signals_the_daemon_handles(spawn, start_daemo
     # watchdog must be there for the daemon's death, whatever it is.
     victim = spawn("wdsignals")
     daemon = start_daemon()
-    watchdog = daemon.watchdog_pid()
     psi.set(60)
-    daemon.wait_event("stop")
-    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped")
-    wait_for(lambda: blocked_in_poll(watchdog), 10, what="the watchdog waiting on the daemon")
+    daemon.holds(victim.pid)
+    watchdog = daemon.watchdog_ready()
     # The daemon is stopped first, so that it cannot replace a watchdog that died of the signal.
     daemon.popen.send_signal(signal.SIGSTOP)
     wait_for(lambda: is_stopped(daemon.pid), 10, what="the daemon stopped")
@@ -110,8 +104,7 @@ def test_leftovers_of_a_crashed_daemon_are_resumed(spawn, start_daemon, psi, wor
     crashed = start_daemon(state_dir=state_dir)
     watchdog = crashed.watchdog_pid()
     psi.set(60)
-    crashed.wait_event("stop")
-    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped")
+    crashed.holds(victim.pid)
     # A real crash of both: the watchdog first, then the daemon.
     os.kill(watchdog, signal.SIGKILL)
     crashed.popen.send_signal(signal.SIGKILL)
@@ -244,8 +237,7 @@ def test_dead_watchdog_is_replaced(spawn, start_daemon, psi):
                       what="a new watchdog")
     assert "watchdog exited" in daemon.log()
     psi.set(60)
-    daemon.wait_event("stop")
-    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped")
+    daemon.holds(victim.pid)
     wait_for(lambda: blocked_in_poll(second), 10, what="the new watchdog waiting on the daemon")
     daemon.popen.send_signal(signal.SIGKILL)
     wait_for(lambda: not is_stopped(victim.pid), 10, what="the replacement watchdog resumed it")
@@ -278,8 +270,7 @@ def test_a_crash_in_the_loop_resumes_everything_before_exit(spawn, start_daemon,
     trigger = workdir / "crash-now"
     daemon = start_daemon(entry=(str(CRASH_IN_LOOP),), env_extra={"BH_CRASH_TRIGGER": str(trigger)}, crashes=True)
     psi.set(60)
-    daemon.wait_event("stop")
-    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped")
+    daemon.holds(victim.pid)
     trigger.touch()  # the next scan (a rescan while a unit is held) raises
     assert daemon.popen.wait(timeout=20) == 1
     assert "daemon loop failed; resuming everything" in daemon.log() and "injected fault" in daemon.log()
