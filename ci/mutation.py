@@ -8,7 +8,7 @@ per module, the mutants killed, survived, untested and timed out, the score (kil
 out / all), and every survivor with its diff. Exit status 1 if a module scores below
 --min-score. The survivors judged harmless, and why: tests/mutation-survivors.md.
 
-    python3 ci/mutation.py [--min-score 90] [--keep] [--max-children N]
+    python3 ci/mutation.py [--min-score 90] [--keep] [--max-children N] [MUTANT ...]
 """
 
 from __future__ import annotations
@@ -16,24 +16,113 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from collections import Counter
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ROOT = Path(__file__).resolve().parents[1]
 MUTANTS = ROOT / "mutants"
 KILLED, SURVIVED, NO_TESTS, TIMEOUT = "killed", "survived", "no tests", "timeout"
+# Inherited by everything this run starts, the tests' workers included.
+RUN_MARKER = f"BH_MUTATION_RUN={os.getpid()}".encode()
+# What a test session of tests/unit/intermediate names after its pid (conftest.py).
+SESSION_LEFTOVERS = "bh-intermediate-test-", "bh-intermediate-exe-"
 
 
-def run_mutmut(max_children: int | None) -> None:
+def alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
+def ours(pid: int) -> bool:
+    try:
+        return RUN_MARKER in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def session_dirs() -> dict[Path, int]:
+    """Directories a test session named after its pid: {path: pid}."""
+    from harness.guest.intermediate.procs import cgroup2_mount
+
+    found: dict[Path, int] = {}
+    for parent in (cgroup2_mount(), tempfile.gettempdir()):
+        if parent is None or not os.path.isdir(parent):
+            continue
+        for entry in os.scandir(parent):
+            for prefix in SESSION_LEFTOVERS:
+                pid = entry.name.removeprefix(prefix).split("-")[0]
+                if entry.name.startswith(prefix) and pid.isdigit() and entry.is_dir(follow_symlinks=False):
+                    found[Path(entry.path)] = int(pid)
+    return found
+
+
+def remove_session_dir(path: Path) -> None:
+    if not path.is_relative_to(tempfile.gettempdir()):  # a cgroup: thaw, then remove leaves first
+        for child in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [path]:
+            try:
+                (child / "cgroup.freeze").write_text("0")
+            except OSError:
+                pass
+            for _ in range(100):  # its killed tasks take a moment to leave
+                try:
+                    child.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def clean_up(before: set[Path]) -> list[str]:
+    """A mutant that hangs is killed (SIGXCPU) together with its test session, whose fixtures then
+    never run: its workers, cgroups and interpreter copies stay behind. This run started them
+    (the marker says so): end them."""
+    left = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid() or not ours(int(name)):
+            continue
+        pid = int(name)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            continue
+        try:
+            if ours(pid):  # still the same process, now pinned by the pidfd
+                for sig in (signal.SIGCONT, signal.SIGKILL):
+                    signal.pidfd_send_signal(pidfd, sig)
+                left.append(f"process {pid}")
+        except OSError:
+            pass
+        finally:
+            os.close(pidfd)
+    for path, pid in session_dirs().items():
+        if path not in before and not alive(pid):
+            remove_session_dir(path)
+            left.append(str(path))
+    return left
+
+
+def run_mutmut(max_children: int | None, names: list[str]) -> None:
     log = MUTANTS / "mutmut-run.log"
-    cmd = [str(Path(sys.executable).with_name("mutmut")), "run"]
+    cmd = [str(Path(sys.executable).with_name("mutmut")), "run", *names]
     if max_children:
         cmd += ["--max-children", str(max_children)]
     MUTANTS.mkdir(exist_ok=True)
-    with open(log.with_suffix(".tmp"), "wb") as out:  # mutmut copies mutants/ over itself at start
-        code = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT).returncode
+    env = {**os.environ, RUN_MARKER.decode().split("=")[0]: str(os.getpid())}
+    before = set(session_dirs())
+    try:
+        with open(log.with_suffix(".tmp"), "wb") as out:  # mutmut copies mutants/ over itself at start
+            code = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+    finally:
+        left = clean_up(before)
+        if left:
+            print(f"removed what killed test sessions left: {', '.join(left)}")
     shutil.move(log.with_suffix(".tmp"), log)
     if code != 0:
         tail = log.read_text(errors="replace")[-3000:]
@@ -67,11 +156,12 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="reuse mutants/ (results of unchanged functions)")
     parser.add_argument("--max-children", type=int, help="parallel mutants (default: one per CPU)")
     parser.add_argument("--report-only", action="store_true", help="print the last run's results")
+    parser.add_argument("mutants", nargs="*", help="only these mutants (names or globs, as printed)")
     args = parser.parse_args()
     if not args.report_only:
         if not args.keep:
             shutil.rmtree(MUTANTS, ignore_errors=True)
-        run_mutmut(args.max_children)
+        run_mutmut(args.max_children, args.mutants)
 
     found = results()
     if not found:
@@ -90,7 +180,7 @@ def main() -> int:
         if score < args.min_score:
             low.append(f"{path} ({score:.1f}%)")
     for path, statuses in sorted(found.items()):
-        alive = [name for name, status in statuses.items() if status not in (KILLED, TIMEOUT)]
+        alive = [name for name, status in statuses.items() if status not in (KILLED, TIMEOUT, "not checked")]
         if not alive:
             continue
         print(f"\n== {path}: {len(alive)} not killed (tests/mutation-survivors.md says which are harmless)")
