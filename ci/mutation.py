@@ -31,12 +31,8 @@ MUTANTS = ROOT / "mutants"
 KILLED, SURVIVED, NO_TESTS, TIMEOUT = "killed", "survived", "no tests", "timeout"
 # Inherited by everything this run starts, the tests' workers included.
 RUN_MARKER = f"BH_MUTATION_RUN={os.getpid()}".encode()
-# What a test session of tests/unit/intermediate names after its pid (conftest.py).
-SESSION_LEFTOVERS = "bh-intermediate-test-", "bh-intermediate-exe-"
-
-
-def alive(pid: int) -> bool:
-    return os.path.exists(f"/proc/{pid}")
+# The cgroups a test session of tests/unit/intermediate makes are named after its pid (conftest.py).
+SESSION_CGROUP = "bh-intermediate-test-"
 
 
 def ours(pid: int) -> bool:
@@ -46,44 +42,19 @@ def ours(pid: int) -> bool:
         return False
 
 
-def session_dirs() -> dict[Path, int]:
-    """Directories a test session named after its pid: {path: pid}."""
+def session_cgroups() -> dict[Path, int]:
+    """{cgroup: pid of the test session that made it}."""
     from harness.guest.intermediate.procs import cgroup2_mount
 
-    found: dict[Path, int] = {}
-    for parent in (cgroup2_mount(), tempfile.gettempdir()):
-        if parent is None or not os.path.isdir(parent):
-            continue
-        for entry in os.scandir(parent):
-            for prefix in SESSION_LEFTOVERS:
-                pid = entry.name.removeprefix(prefix).split("-")[0]
-                if entry.name.startswith(prefix) and pid.isdigit() and entry.is_dir(follow_symlinks=False):
-                    found[Path(entry.path)] = int(pid)
-    return found
+    mount = cgroup2_mount()
+    if mount is None or not os.path.isdir(mount):
+        return {}
+    return {Path(e.path): int(e.name.removeprefix(SESSION_CGROUP)) for e in os.scandir(mount)
+            if e.name.startswith(SESSION_CGROUP) and e.name.removeprefix(SESSION_CGROUP).isdigit()}
 
 
-def remove_session_dir(path: Path) -> None:
-    if not path.is_relative_to(tempfile.gettempdir()):  # a cgroup: thaw, then remove leaves first
-        for child in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [path]:
-            try:
-                (child / "cgroup.freeze").write_text("0")
-            except OSError:
-                pass
-            for _ in range(100):  # its killed tasks take a moment to leave
-                try:
-                    child.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.05)
-    else:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def clean_up(before: set[Path]) -> list[str]:
-    """A mutant that hangs is killed (SIGXCPU) together with its test session, whose fixtures then
-    never run: its workers, cgroups and interpreter copies stay behind. This run started them
-    (the marker says so): end them."""
-    left = []
+def end_our_processes() -> list[str]:
+    ended = []
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid() or not ours(int(name)):
             continue
@@ -96,15 +67,40 @@ def clean_up(before: set[Path]) -> list[str]:
             if ours(pid):  # still the same process, now pinned by the pidfd
                 for sig in (signal.SIGCONT, signal.SIGKILL):
                     signal.pidfd_send_signal(pidfd, sig)
-                left.append(f"process {pid}")
+                ended.append(f"process {pid}")
         except OSError:
             pass
         finally:
             os.close(pidfd)
-    for path, pid in session_dirs().items():
-        if path not in before and not alive(pid):
-            remove_session_dir(path)
-            left.append(str(path))
+    return ended
+
+
+def remove_empty_cgroup(path: Path) -> bool:
+    """Remove a dead session's cgroup once its (killed) tasks have left; never thaw or kill."""
+    for child in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [path]:
+        for _ in range(100):  # killed tasks take a moment to leave
+            try:
+                child.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            return False
+    return True
+
+
+def clean_up(cgroups_before: set[Path], tmp: Path) -> list[str]:
+    """A mutant that hangs is killed (SIGXCPU) together with its test session, whose fixtures then
+    never run: its workers, cgroups and files stay behind. This run started them: the workers
+    carry its marker, the files are in its own temporary folder, the cgroups are new and named
+    after a session that is gone."""
+    left = end_our_processes()
+    for path, pid in session_cgroups().items():
+        if path not in cgroups_before and not os.path.exists(f"/proc/{pid}"):
+            left.append(str(path) if remove_empty_cgroup(path) else f"{path} (NOT removed: not empty)")
+    shutil.rmtree(tmp, ignore_errors=True)
     return left
 
 
@@ -114,13 +110,14 @@ def run_mutmut(max_children: int | None, names: list[str]) -> None:
     if max_children:
         cmd += ["--max-children", str(max_children)]
     MUTANTS.mkdir(exist_ok=True)
-    env = {**os.environ, RUN_MARKER.decode().split("=")[0]: str(os.getpid())}
-    before = set(session_dirs())
+    tmp = Path(tempfile.mkdtemp(prefix="bh-mutation-"))  # short: unix socket paths live in there
+    env = {**os.environ, RUN_MARKER.decode().split("=")[0]: str(os.getpid()), "TMPDIR": str(tmp)}
+    before = set(session_cgroups())
     try:
         with open(log.with_suffix(".tmp"), "wb") as out:  # mutmut copies mutants/ over itself at start
             code = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
     finally:
-        left = clean_up(before)
+        left = clean_up(before, tmp)
         if left:
             print(f"removed what killed test sessions left: {', '.join(left)}")
     shutil.move(log.with_suffix(".tmp"), log)

@@ -205,9 +205,7 @@ def cleanup_processes() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def exe_dir() -> Iterator[Path]:
-    # Named after this session's pid, like its cgroups: what a killed session left can be told
-    # apart from a live one's (ci/mutation.py removes its own runs' leftovers).
-    path = Path(tempfile.mkdtemp(prefix=f"bh-intermediate-exe-{os.getpid()}-"))
+    path = Path(tempfile.mkdtemp(prefix="bh-intermediate-exe-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
