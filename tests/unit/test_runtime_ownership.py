@@ -128,3 +128,26 @@ def test_unprivileged_user_gets_its_own_private_runtime(nobody_python, shared_tm
     proc = nobody_python.run(code, env={"BALLOON_HARNESS_RUNTIME": str(runtime)})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:3] == ["65534 0o700"] * 3, proc.stdout
+
+
+def test_a_changed_runtime_folder_gets_a_run_of_its_own(tmp_path, monkeypatch):
+    """The run is cached per process: a test (or a caller) that points the runtime elsewhere
+    must not leave later VMs in the old folder (a CI run got 'AF_UNIX path too long' so)."""
+    monkeypatch.setenv("BALLOON_HARNESS_RUNTIME", str(tmp_path / "a"))
+    first = current_run()
+    monkeypatch.setenv("BALLOON_HARNESS_RUNTIME", str(tmp_path / "b"))
+    second = current_run()
+    assert first.path.parent.parent == tmp_path / "a"
+    assert second.path.parent.parent == tmp_path / "b"
+
+
+def test_a_vm_folder_too_deep_for_its_sockets_is_refused_clearly(tmp_path, monkeypatch):
+    deep = tmp_path / ("d" * 60) / "runtime"
+    monkeypatch.setenv("BALLOON_HARNESS_RUNTIME", str(deep))
+    with pytest.raises(HarnessError) as info:
+        current_run().vm_dir("vm-1")
+    text = str(info.value)
+    assert "unix sockets" in text and "BALLOON_HARNESS_RUNTIME" in text
+    # A folder that fits is accepted.
+    monkeypatch.setenv("BALLOON_HARNESS_RUNTIME", str(tmp_path / "r"))
+    assert current_run().vm_dir("vm-1").is_dir()
