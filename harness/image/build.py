@@ -97,6 +97,11 @@ def prune(recipe: Recipe, cache: ImageCache, keep: int = 2, *, now: float | None
                      and p.name[len(recipe.name) + 1:].isalnum()),
                     key=last_used, reverse=True)
     removed = [p for p in builds[keep:] if now - last_used(p) > unused_for_s]
+    # Half-built trees of builds that were killed (SIGKILL, a CI timeout): ~0.7 GiB each.
+    for work in cache.images.glob(f".{recipe.name}-*.tmp-*"):
+        pid = work.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            removed.append(work)
     for folder in removed:
         shutil.rmtree(folder, ignore_errors=True)
     for snapshot in cache.snapshots.iterdir():

@@ -42,3 +42,13 @@ def test_loading_a_build_marks_it_used(tmp_path):
     os.utime(folder / MANIFEST, (old, old))
     assert load_built(recipe, cache) is not None
     assert time.time() - (folder / LAST_USED).stat().st_mtime < PRUNE_UNUSED_FOR_S
+
+
+def test_prune_removes_half_built_trees_of_killed_builds_only(tmp_path):
+    cache, recipe = ImageCache(tmp_path), Recipe.named()
+    dead = cache.images / f".{recipe.name}-ffff.tmp-{2**22 + 1}"   # above pid_max: never alive
+    alive = cache.images / f".{recipe.name}-ffff.tmp-{os.getpid()}"
+    for folder in (dead, alive):
+        (folder / "root").mkdir(parents=True)
+    assert prune(recipe, cache) == [dead]
+    assert not dead.exists() and alive.exists()
