@@ -70,6 +70,22 @@ def ensure_built_image(recipe: Recipe | None = None, cache: ImageCache | None = 
     return image
 
 
+def _mounts_below(folder: Path) -> list[str]:
+    prefix = os.path.realpath(folder) + "/"
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    # Field 5 is the mount point, octal-escaped (\040 for a space).
+    points = [line.split()[4].encode().decode("unicode_escape") for line in lines]
+    return sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
+
+
+def _unmount_below(folder: Path) -> None:
+    for point in _mounts_below(folder):
+        subprocess.run(["umount", "--lazy", point], capture_output=True, check=False)
+
+
 def _touch(path: Path) -> None:
     try:
         path.touch()
@@ -103,6 +119,11 @@ def prune(recipe: Recipe, cache: ImageCache, keep: int = 2, *, now: float | None
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             removed.append(work)
     for folder in removed:
+        if folder.name.startswith("."):
+            _unmount_below(folder)  # a killed mmdebstrap leaves /proc, /sys, /dev/pts mounted
+            if _mounts_below(folder):
+                removed.remove(folder)
+                continue  # never recurse into a mounted file system
         shutil.rmtree(folder, ignore_errors=True)
     for snapshot in cache.snapshots.iterdir():
         try:

@@ -1,7 +1,10 @@
 """Pruning old guest image builds never removes one that another checkout may be using."""
 
 import os
+import subprocess
 import time
+
+import pytest
 
 from harness.image.build import LAST_USED, MANIFEST, PRUNE_UNUSED_FOR_S, load_built, prune
 from harness.image.cache import ImageCache
@@ -52,3 +55,23 @@ def test_prune_removes_half_built_trees_of_killed_builds_only(tmp_path):
         (folder / "root").mkdir(parents=True)
     assert prune(recipe, cache) == [dead]
     assert not dead.exists() and alive.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+def test_a_killed_builds_mounts_are_unmounted_not_recursed_into(tmp_path):
+    """A killed mmdebstrap leaves proc, sysfs and devpts mounted in its tree: prune unmounts
+    them before removing it (rmtree inside a mounted file system would reach the host's)."""
+    cache, recipe = ImageCache(tmp_path), Recipe.named()
+    dead = cache.images / f".{recipe.name}-ffff.tmp-{2**22 + 1}"
+    inside = dead / "root" / "mnt"
+    inside.mkdir(parents=True)
+    keep = tmp_path / "outside"
+    keep.mkdir()
+    (keep / "precious").write_text("host data")
+    subprocess.run(["mount", "--bind", str(keep), str(inside)], check=True)
+    try:
+        assert prune(recipe, cache) == [dead]
+        assert (keep / "precious").read_text() == "host data"
+        assert not dead.exists()
+    finally:
+        subprocess.run(["umount", "--lazy", str(inside)], capture_output=True, check=False)
