@@ -7,6 +7,8 @@
 * Idle CPU: utime+stime of the daemon and its watchdog from /proc/PID/stat over --idle-seconds,
   in file mode (~11 file reads a second while idle) and, where a PSI trigger can be registered, in PSI mode;
   `idle_cpu_percent` is the PSI mode (what the guest runs) when available, else the file mode.
+* Watchdog (--watchdog-trials): SIGKILL the daemon while it holds a stopped victim; the time
+  until the victim runs again (its watchdog's resume).
 * --psi (inside a guest): real memory pressure from a hog process; the reaction time is measured
   from the moment the real stall in the trailing window crosses the threshold (when a perfect
   detector with the same rule could first react) to the daemon's stop event.  Do not use --psi
@@ -36,10 +38,12 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from harness.guest.intermediate.config import PSI_MEMORY_PATH as PSI_PATH  # noqa: E402
 from harness.guest.intermediate.control import ControlError, request  # noqa: E402
+from harness.guest.intermediate.core import CoreState, Decision, Rules, decide  # noqa: E402
 from harness.guest.intermediate.events import read_events  # noqa: E402
 from harness.guest.intermediate.fakepsi import AVG_KERNEL, PressureFileWriter  # noqa: E402
 from harness.guest.intermediate.pressure import parse_psi, read_small_file  # noqa: E402
 from harness.guest.intermediate.procs import read_state as proc_state  # noqa: E402
+from harness.guest.intermediate.snapshot import InputDecoder  # noqa: E402
 from harness.guest.sampler import read_kv  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -191,6 +195,37 @@ def wait_calm(control: Path, timeout: float) -> bool:
     return wait_until(calm, timeout, 0.1) is not None
 
 
+def decision_times(events: list[dict]) -> dict:
+    """The decision core alone, on the inputs the daemon logged (decode first, then time decide()),
+    apart from the OS latency the daemon measured in its stop events (scan + classification,
+    recording the state file, the signal)."""
+    start = next(e for e in events if e["event"] == "start")
+    rules, decoder = Rules.from_dict(start["rules"]), InputDecoder()
+    state, core_us = CoreState(), []
+    for record in (e for e in events if e["event"] == "input" and "release" not in e):
+        obs = decoder.decode(record)
+        started = time.perf_counter()
+        result = decide(state, rules, obs)
+        core_us.append((time.perf_counter() - started) * 1e6)
+        if isinstance(result, Decision):
+            state = result.state
+    stops = [e["timing_ms"] for e in events if e["event"] == "stop" and "timing_ms" in e]
+
+    def median_of(key: str) -> float | None:
+        values = [t[key] for t in stops if key in t]
+        return round(statistics.median(values), 3) if values else None
+
+    return {
+        "decision_us_median": round(statistics.median(core_us), 1) if core_us else None,
+        "decision_us_p95": round(percentile(core_us, 95), 1) if core_us else None,
+        "decision_inputs": len(core_us),
+        "stop_decide_ms_median": median_of("decide"),
+        "stop_scan_ms_median": median_of("scan"),
+        "stop_record_ms_median": median_of("record"),
+        "stop_signal_ms_median": median_of("signal"),
+    }
+
+
 # -- file mode ------------------------------------------------------------------------------------
 
 
@@ -222,12 +257,52 @@ def bench_file(bench: Bench, trials: int, step: float, idle_seconds: float, avg_
     finally:
         writer.stop()
     return {
+        **decision_times(read_events(str(events))),
         "reaction_ms": reactions,
         "reaction_ms_file_median": round(statistics.median(reactions), 1),
         "reaction_ms_file_p95": round(percentile(reactions, 95), 1),
         "idle_cpu_percent_file_mode": round(idle, 3),
         "idle_cpu_percent_file_mode_schedstat": None if idle_exact is None else round(idle_exact, 3),
     }
+
+
+def watchdog_waiting(pid: int) -> bool:
+    """Is the watchdog asleep in poll(2) on the daemon's pidfd (x86_64 syscall 7, no timeout)?"""
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return len(fields) > 3 and fields[0] == "7" and int(fields[3], 16) & 0xFFFFFFFF == 0xFFFFFFFF
+
+
+def watchdog_trial(bench: Bench, pressure: str, name: str) -> float:
+    """One SIGKILLed daemon: ms from the kill to its stopped victim running again."""
+    victim = bench.spawn(VICTIM_CODE)
+    daemon, events, _ = bench.daemon(name, "--pressure-file", pressure)
+    watchdog = next(e["watchdog_pid"] for e in read_events(str(events)) if e["event"] == "start")
+    if wait_until(lambda: proc_state(victim.pid) == "T", 10) is None or wait_until(
+            lambda: watchdog_waiting(watchdog), 10) is None:
+        raise RuntimeError("no stop, or no watchdog waiting, within 10 s")
+    killed = time.monotonic()
+    daemon.kill()
+    if wait_until(lambda: proc_state(victim.pid) != "T", 10) is None:
+        raise RuntimeError("the watchdog did not resume the victim within 10 s")
+    latency = (time.monotonic() - killed) * 1000
+    daemon.wait()
+    victim.kill()  # the next trial's daemon must find its own victim alone
+    victim.wait()
+    return latency
+
+
+def bench_watchdog(bench: Bench, trials: int) -> dict:
+    """From SIGKILL of the daemon to its stopped victim running again (the watchdog's resume)."""
+    writer = PressureFileWriter(str(bench.workdir / "pressure-watchdog")).start()
+    try:
+        writer.set(60)
+        latencies = [watchdog_trial(bench, writer.path, f"watchdog-{trial}") for trial in range(trials)]
+    finally:
+        writer.stop()
+    return {"watchdog_resume_ms": latencies, "watchdog_resume_ms_median": round(statistics.median(latencies), 1)}
 
 
 # -- PSI mode -------------------------------------------------------------------------------------
@@ -356,12 +431,14 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--psi", action="store_true", help="also measure the reaction to real memory pressure (guest only)")
     parser.add_argument("--psi-trials", type=int, default=3)
+    parser.add_argument("--watchdog-trials", type=int, default=5, help="SIGKILLed daemons (default 5)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-intermediate-") as tmp:
         bench = Bench(Path(tmp))
         try:
             result = bench_file(bench, args.trials, args.step, args.idle_seconds, args.avg_model)
+            result.update(bench_watchdog(bench, args.watchdog_trials))
             psi_idle, psi_idle_exact = bench_psi_idle(bench, args.idle_seconds)
             # The guest runs the daemon on PSI triggers: that is the idle cost that matters.
             # Where no trigger can be registered, report the file mode instead.
@@ -375,12 +452,19 @@ def main() -> int:
             bench.cleanup()
 
     reactions = result.pop("reaction_ms")
+    watchdog = result.pop("watchdog_resume_ms")
     rows = [
         ("file mode: step to", f"{args.step:g} % stall (avg10 model: {args.avg_model}), window 1 s, stop-above 20"),
         ("file mode: trials", str(len(reactions))),
         ("file mode: reaction median", f"{result['reaction_ms_file_median']:.1f} ms"),
         ("file mode: reaction p95", f"{result['reaction_ms_file_p95']:.1f} ms"),
         ("file mode: reaction min/max", f"{min(reactions):.1f} / {max(reactions):.1f} ms"),
+        ("decision core alone (median / p95)", f"{result['decision_us_median']} / {result['decision_us_p95']} µs "
+                                               f"over {result['decision_inputs']} logged inputs"),
+        ("a stop: decide / scan / record / signal", f"{result['stop_decide_ms_median']} / {result['stop_scan_ms_median']} / "
+                                                    f"{result['stop_record_ms_median']} / {result['stop_signal_ms_median']} ms (medians)"),
+        ("watchdog: SIGKILL -> resumed (median, min/max)", f"{result['watchdog_resume_ms_median']:.1f} ms, "
+                                                           f"{min(watchdog):.1f} / {max(watchdog):.1f} ms over {len(watchdog)}"),
         ("idle CPU, file mode (~11 reads/s idle)", fmt_cpu(result["idle_cpu_percent_file_mode"], result["idle_cpu_percent_file_mode_schedstat"])),
         ("idle CPU, PSI-trigger mode (guest mode)", fmt_cpu(result["idle_cpu_percent_psi_mode"], result["idle_cpu_percent_psi_mode_schedstat"])),
     ]

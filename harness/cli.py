@@ -75,8 +75,9 @@ def cmd_boot(args: argparse.Namespace) -> int:
         took = (machine.ready_at or 0) - (machine.started_at or 0)
         console.print(f"[green]{machine.name} is ready[/] after {took:.1f} s ({session.accel.value}). Log in with:")
         # Plain print: one unwrapped line, to copy and paste.
-        print(f"ssh -i {session.key.private_path} -p {machine.ssh_port} -o StrictHostKeyChecking=no "
-              f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR {session.image.ssh_user}@127.0.0.1", flush=True)
+        print(f"ssh -i {session.key.private_path} -p {machine.ssh_port} -o StrictHostKeyChecking=yes "
+              f"-o UserKnownHostsFile={machine.known_hosts_file()} -o LogLevel=ERROR "
+              f"{session.image.ssh_user}@127.0.0.1", flush=True)
         console.print(f"Serial console log: {machine.serial_log}\nPress Ctrl-C to stop it.", soft_wrap=True)
         while not stop.wait(0.5):
             if (reason := machine.abort_reason()):
@@ -92,12 +93,17 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 def cmd_reap(args: argparse.Namespace) -> int:
     from harness.reaper import reap
-    report = reap(libvirt_uri=args.libvirt_uri, include_libvirt=not args.no_libvirt)
+    report = reap(libvirt_uri=args.libvirt_uri, include_libvirt=not args.no_libvirt,
+                  purge=args.purge, keep_days=args.keep_days)
     console.print(report.summary())
     for pid in report.killed_pids:
         console.print(f"  killed QEMU pid {pid}")
     for name in report.destroyed_domains:
         console.print(f"  destroyed libvirt domain {name}")
+    for name, why in report.kept_domains:
+        console.print(f"  left libvirt domain {name}: {why}")
+    for run_id, path in report.kept_evidence.items():
+        print(f"  evidence of killed run {run_id}: {path}")  # plain print: a path to copy
     for run_id in report.removed_runs:
         console.print(f"  removed run {run_id}")
     for item in report.host_leftovers:
@@ -107,7 +113,8 @@ def cmd_reap(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from harness.bench import main_bench
-    return main_bench(_options(args), args.repeats, naive=not args.no_naive, guest_daemon=not args.no_daemon)
+    return main_bench(_options(args), args.repeats, naive=not args.no_naive, guest_daemon=not args.no_daemon,
+                      libvirt=not args.no_libvirt)
 
 
 def _scenario_factory(args: argparse.Namespace):
@@ -272,6 +279,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_compare(args)
 
 
+def cmd_trend(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.trend import Flag, TrendSettings, build_trends, load
+    from harness.trend_report import markdown, rich_tables
+    settings = TrendSettings(window=args.window, min_history=args.min_history, k=args.k)
+    trends = build_trends(load([Path(p) for p in args.paths]), settings)
+    if args.format == "markdown":
+        print(markdown(trends, settings))
+    else:
+        for item in rich_tables(trends, settings):
+            console.print(item)
+    regressed = any(t.flagged(Flag.REGRESSION) for t in trends)
+    return 1 if regressed and args.fail_on_regression else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="balloon-harness",
                                      description="Boot real QEMU guests, put them under memory "
@@ -299,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3)
     bench.add_argument("--no-naive", action="store_true", help="skip the naive image (saves its build)")
     bench.add_argument("--no-daemon", action="store_true", help="skip the daemon benchmark in a guest")
+    bench.add_argument("--no-libvirt", action="store_true", help="skip the libvirt boot figures")
     bench.set_defaults(func=cmd_bench)
 
     for name, func, text in (("run", cmd_run, "run a scenario once"),
@@ -344,9 +368,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--runs", default="runs")
     demo.set_defaults(func=cmd_demo)
 
-    reap = sub.add_parser("reap", help="remove what killed runs left: QEMU processes, domains, files")
+    from harness.reaper import KEEP_DAYS
+    trend = sub.add_parser("trend", help="each figure's history over runs of a scenario; flags what left its noise band")
+    trend.add_argument("paths", nargs="+", metavar="SUMMARY.json|RUN_DIR",
+                       help="summaries or folders holding them, oldest first (folders: sorted by path)")
+    trend.add_argument("--window", type=int, default=10, help="earlier runs the median and band come from (default 10)")
+    trend.add_argument("--min-history", type=int, default=5, help="earlier runs needed to flag (default 5, at least 3)")
+    trend.add_argument("-k", type=float, default=3.0, help="band half-width in robust standard deviations (default 3)")
+    trend.add_argument("--format", choices=["text", "markdown"], default="text",
+                       help="markdown: a table for a CI job summary ($GITHUB_STEP_SUMMARY)")
+    trend.add_argument("--fail-on-regression", action="store_true", help="exit 1 if a regression is flagged")
+    trend.set_defaults(func=cmd_trend)
+
+    reap = sub.add_parser("reap", help="stop what killed runs left (QEMU, domains, disks, sockets); keep their evidence")
     reap.add_argument("--libvirt-uri", default=None)
     reap.add_argument("--no-libvirt", action="store_true", help="do not look at libvirt domains")
+    reap.add_argument("--purge", action="store_true", help="remove killed runs' evidence folders too")
+    reap.add_argument("--keep-days", type=float, default=KEEP_DAYS,
+                      help=f"remove evidence marked killed longer ago than this (default {KEEP_DAYS:g})")
     reap.set_defaults(func=cmd_reap)
     return parser
 
@@ -358,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except HarnessError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)  # paths stay whole
         return 2
 
 

@@ -31,9 +31,11 @@ GUEST_LEDGER = f"{GUEST_DATA}/ledger-guest.jsonl"
 SAMPLER_UNIT = "bh-sampler.service"
 HOST_ROW = "host"
 
-#: Per guest, from the host side.
-VM_FIELDS = ["qemu_rss_mib", "qemu_swap_mib", "balloon_target_mib", "balloon_actual_mib",
-             "stats_total_mib", "stats_free_mib", "stats_available_mib", "stats_swapped_out_mib"]
+#: Per guest, from the host side. QEMU's RSS splits into anon (its own memory) and file
+#: (pages of a RAM image that guests restored from one saved state share: README "Fast VMs").
+VM_FIELDS = ["qemu_rss_mib", "qemu_anon_mib", "qemu_file_mib", "qemu_swap_mib", "balloon_target_mib",
+             "balloon_actual_mib", "stats_total_mib", "stats_free_mib", "stats_available_mib",
+             "stats_swapped_out_mib"]
 #: Per guest, from inside it (sampler key -> ledger column).
 GUEST_KEYS = {"mem_total_mib": "guest_mem_total_mib", "mem_available_mib": "guest_mem_available_mib",
               "mem_free_mib": "guest_mem_free_mib", "swap_used_mib": "guest_swap_used_mib",

@@ -15,6 +15,7 @@ import os
 import re
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
@@ -27,7 +28,7 @@ from harness.image.guest_image import GuestImage
 from harness.image.sshkey import SshKey
 from harness.machine.base import CMDLINE, PROCESS_LOG, Machine
 from harness.machine.qemu import VmFiles, kernel_cmdline, prepare_vm_disks, seed_spec_for, ssh_forward_port
-from harness.runtime import RUN_PREFIX, Run
+from harness.runtime import RUN_PREFIX, Owner, Run
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,12 @@ def open_connection(uri: str | None):
     return conn
 
 
+def harness_metadata(run_id: str, vm_name: str, owner: Owner) -> str:
+    """Our <metadata> element: the run, the VM, and the owner process the reaper judges by."""
+    return (f"<{METADATA_KEY}:harness xmlns:{METADATA_KEY}={quoteattr(METADATA_NS)}><run>{escape(run_id)}</run>"
+            f"<vm>{escape(vm_name)}</vm>{owner.to_xml()}</{METADATA_KEY}:harness>")
+
+
 def domain_xml(name: str, spec: VMSpec, image: GuestImage, accel: Accel, files: VmFiles, run_id: str,
                *, stream_file: Path | None = None, partition: str | None = None) -> str:
     """The domain for `spec`. User-mode networking with a host port forward is not in
@@ -136,7 +143,7 @@ def domain_xml(name: str, spec: VMSpec, image: GuestImage, accel: Accel, files: 
     stream = quoteattr(str(stream_file or files.stream))
     return f"""<domain type='{dtype}' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>{escape(name)}</name>{resource}
-  <metadata><{METADATA_KEY}:harness xmlns:{METADATA_KEY}={quoteattr(METADATA_NS)}><run>{escape(run_id)}</run><vm>{escape(spec.name)}</vm></{METADATA_KEY}:harness></metadata>
+  <metadata>{harness_metadata(run_id, spec.name, Owner.current())}</metadata>
   <memory unit='MiB'>{spec.memory_mib}</memory>
   <currentMemory unit='MiB'>{spec.memory_mib}</currentMemory>
   <vcpu>{spec.cpus}</vcpu>
@@ -217,7 +224,7 @@ class LibvirtMachine(Machine):
     def launch(self) -> None:
         libvirt = _libvirt()
         prepare_vm_disks(self.files, self.image.disk, self.image.disk_format,
-                         seed_spec_for(self.spec, self.image, self.key, self.instance_id))
+                         seed_spec_for(self.spec, self.image, self.key, self.instance_id, self.host_key))
         placement = self.placement
         self._xml = domain_xml(self.domain_name, self.spec, self.image, self.accel, self.files, self.run.run_id,
                                stream_file=placement.stream_file(self.name) if placement else None,
@@ -346,9 +353,17 @@ class LibvirtMachine(Machine):
             path.unlink(missing_ok=True)
 
 
-def harness_domains(conn) -> list[tuple[object, str]]:
-    """(domain, run id) of every domain this harness created on `conn`: the name prefix
-    AND our metadata must both be there, so no foreign domain is ever touched."""
+@dataclass(frozen=True)
+class HarnessDomain:
+    domain: object
+    run_id: str
+    #: None for a domain made by a harness that did not record its owner yet.
+    owner: Owner | None
+
+
+def harness_domains(conn) -> list[HarnessDomain]:
+    """Every domain this harness created on `conn`: the name prefix AND our metadata must
+    both be there, so no foreign domain is ever touched."""
     libvirt = _libvirt()
     found = []
     for dom in conn.listAllDomains():
@@ -360,6 +375,5 @@ def harness_domains(conn) -> list[tuple[object, str]]:
             continue  # no harness metadata: not ours
         match = re.search(r"<run>([^<]+)</run>", meta)
         if match:
-            found.append((dom, match[1]))
+            found.append(HarnessDomain(dom, match[1], Owner.from_xml(meta)))
     return found
-

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.guestcode import install_guest_code
+from harness.guest.intermediate.held import held_labels
+from harness.guestcode import GUEST_ROOT, install_guest_code
 from harness.intermediate import EVENTS, STATE_DIR, read_events, start_intermediate, stop_intermediate
 from harness.ledger import measure_clock_offset, start_guest_sampler, stop_guest_sampler
 from harness.scenario.evidence import FINAL, write_jsonl
@@ -25,10 +26,8 @@ log = logging.getLogger(__name__)
 Record = Callable[[dict], None]
 Progress = Callable[[str], None]
 
-# Shell snippet: user processes in state T (stopped), as "comm(pid)".
-LIST_STOPPED = ("for s in /proc/[0-9]*/stat; do read -r l < $s 2>/dev/null || continue; "
-                "r=${l##*) }; set -- $r; [ \"$1\" = T ] && [ \"$2\" != 2 ] && "
-                "{ p=${s#/proc/}; p=${p%/stat}; c=${l#*(}; echo \"${c%%)*}($p)\"; }; done; true")
+# What is held in the guest: processes in state T and the tasks of frozen cgroups (JSON).
+LIST_HELD = f"cd {GUEST_ROOT} && python3 -m harness.guest.intermediate held"
 
 
 class GuestDriver:
@@ -123,7 +122,7 @@ class GuestDriver:
             if g.intermediate.enabled:
                 stop_intermediate(machine, timeout=timeout)  # SIGTERM: it resumes what it holds
                 final["daemon_end_t"] = time.time() + self.offset
-            final["left_stopped"] = machine.ssh.run(LIST_STOPPED, timeout=timeout).stdout.split()
+            final["left_stopped"] = held_labels(machine.ssh.run(LIST_HELD, timeout=timeout).stdout)
             write_jsonl(self.folder / "ledger-guest.jsonl", stop_guest_sampler(machine, timeout=timeout))
             if g.intermediate.enabled:
                 write_jsonl(self.folder / "intermediate-events.jsonl", read_events(machine))

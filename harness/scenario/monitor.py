@@ -18,7 +18,6 @@ from harness.balloon import BalloonController
 from harness.errors import HarnessError
 from harness.host.budget import HostBudget
 from harness.host.kmsg import KernelLog
-from harness.host.procstatus import process_memory
 from harness.ledger import HOST_ROW
 from harness.machine.base import Machine
 from harness.policy.base import GuestStats, GuestView, HostSample, PolicyInput
@@ -142,9 +141,10 @@ class HostMonitor(threading.Thread):
             return  # its QEMU is gone: no more rows (the death is in the events)
         machine = guest.machine
         row: dict = {"t": now, "vm": guest.name, "balloon_target_mib": guest.target_mib}
-        mem = process_memory(machine.host_pid())
+        mem = machine.process_memory()
         if mem is not None:
-            row.update(qemu_rss_mib=round(mem.rss_mib, 1), qemu_swap_mib=round(mem.swap_mib, 1))
+            row.update(qemu_rss_mib=round(mem.rss_mib, 1), qemu_anon_mib=round(mem.rss_anon_mib, 1),
+                       qemu_file_mib=round(mem.rss_file_mib, 1), qemu_swap_mib=round(mem.swap_mib, 1))
         try:
             actual = machine.balloon.state().actual_mib
             stats = machine.balloon.guest_stats()

@@ -3,9 +3,12 @@ balloon while a protected service and two distinct hogs keep their pages hot. Th
 must stop the hogs, never the service, and resume every hog once the balloon grows back."""
 
 import json
+import os
+from pathlib import Path
 
 from harness.balloon import BalloonController
 from harness.intermediate import (
+    EVENTS,
     IntermediateOptions,
     intermediate_status,
     read_events,
@@ -90,3 +93,13 @@ def test_daemon_stops_hogs_not_the_service_and_resumes_them(vm):
         stop_intermediate(vm)
         stop_all_workloads(vm)
     assert vm.ssh.run("ps -eo stat= | grep -c '^T' || true").stdout.strip() == "0"
+    held = json.loads(vm.ssh.run("cd /opt/balloon-harness && python3 -m harness.guest.intermediate held").stdout)
+    assert held == {"stopped": [], "frozen": []}, held
+
+    # The run's decisions, re-derived in the guest from its event log alone: no difference.
+    replay = vm.ssh.run(f"cd /opt/balloon-harness && python3 -m harness.guest.intermediate replay {EVENTS}", check=False)
+    assert replay.exit_status == 0, replay.stdout + replay.stderr
+    assert "0 difference(s)" in replay.stdout and " stop " in replay.stdout, replay.stdout
+    record = os.environ.get("BH_RECORD_INTERMEDIATE_EVENTS")
+    if record:  # how tests/unit/intermediate/data/guest-run-events.jsonl was recorded
+        Path(record).write_text(vm.ssh.run(f"cat {EVENTS}").stdout)

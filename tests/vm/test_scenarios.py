@@ -1,7 +1,8 @@
 """Scenarios end to end on real guests: the short overcommit scenario on both backends,
 several guests on a real host memory budget under the MOM policy, the host OOM killer
 taking a guest over the budget, free page reporting on and off, and a run killed with
-SIGKILL whose folder still gives a (partial) table and plot."""
+SIGKILL whose folder still gives a (partial) table and plot. They measure (ledger, stalls,
+throughput, host budget): they run alone, never beside other guests under xdist."""
 
 import csv
 import json
@@ -22,6 +23,8 @@ from harness.scenario.evidence import HOST_LEDGER, read_jsonl
 from harness.scenario.model import parse_scenario
 from harness.waiting import wait_for
 
+pytestmark = pytest.mark.measure
+
 
 def rows_of(folder: Path, vm: str) -> list[dict]:
     return [r for r in csv.DictReader((folder / "ledger.csv").open()) if r["vm"] == vm]
@@ -36,7 +39,7 @@ def no_budget_leftovers(run_id: str) -> list[Path]:
 
 
 @pytest.mark.parametrize("vm_backend", ["qemu", "libvirt"])
-def test_short_scenario_meets_its_expectations(run_scenario, vm_backend):
+def test_short_scenario_meets_its_expectations(run_scenario, vm_backend, request):
     result = run_scenario("short-overcommit")
     summary = result.summary
     assert result.passed, [f"{e.name}: {e.detail}" for e in result.failures()]
@@ -67,6 +70,11 @@ def test_short_scenario_meets_its_expectations(run_scenario, vm_backend):
     stream = read_jsonl(folder / "vm" / "guest-stream.jsonl")
     assert any(r.get("kind") == "event" and r["record"].get("event") == "stop" for r in stream)
     assert json.loads((folder / "summary.json").read_text())["guests"]["vm"]["stops"] == summary["stops"]
+    # The key figures are the test's JUnit properties.
+    properties = dict(request.node.user_properties)
+    assert properties[f"short-overcommit.{result.mode}.stops"] == summary["stops"]
+    assert properties[f"short-overcommit.{result.mode}.psi_full_stall_s"] == summary["psi_full_stall_s"]
+    assert properties[f"short-overcommit.{result.mode}.balloon_reached"] == "true"
 
 
 TWO_GUESTS = """

@@ -102,12 +102,20 @@ class Classifier:
         self.selection = selection
         self.self_pids = set(self_pids)
         self.control_env = control_env
+        self._scope_gone_logged = False
 
     # -- scope -------------------------------------------------------------------------------
     def _scope_candidates(self, table: ProcessTable) -> set[int]:
         sel = self.selection
         pids = {pid for pid, stat in table.stats.items() if not stat.is_zombie}
         if sel.scope_pid is not None:
+            root = table.stats.get(sel.scope_pid)
+            if root is None or (sel.scope_starttime is not None and root.starttime != sel.scope_starttime):
+                # The scope process is gone (its pid may be someone else's now): nothing is in scope.
+                if not self._scope_gone_logged:
+                    log.warning("--scope-pid %d is gone: nothing is in scope any more", sel.scope_pid)
+                    self._scope_gone_logged = True
+                return set()
             pids &= table.descendants(sel.scope_pid)
         return pids
 

@@ -1,4 +1,4 @@
-"""Command line: `run`, `status`, `resume-all` (and the internal `watchdog`).
+"""Command line: `run`, `status`, `resume-all`, `replay`, `held` (and the internal `watchdog`).
 
 Every user error is reported as one line on stderr with exit status 2, never a traceback.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -27,11 +28,20 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _percent(text: str) -> float:
+def _number(text: str, what: str = "a number") -> float:
+    """A finite float: nan compares false with everything (--hold nan never resumed) and inf
+    is no duration."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _percent(text: str) -> float:
+    value = _number(text)
     if not 0 <= value <= 100:
         raise argparse.ArgumentTypeError(f"must be a percentage between 0 and 100, got {text}")
     return value
@@ -41,10 +51,7 @@ def _non_negative(what: str) -> Callable[[str], float]:
     """An argparse type: a number >= 0; `what` names it in the error."""
 
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        value = _number(text, what)
         if value < 0:
             raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
         return value
@@ -119,6 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--events", metavar="FILE")
     _add_log_level(resume)
 
+    replay = sub.add_parser("replay", help="re-derive a run's decisions from its event log; exit 1 on a difference")
+    replay.add_argument("events", metavar="EVENTS.jsonl")
+    replay.add_argument("--rule", action="append", default=[], metavar="NAME=VALUE",
+                        help="try a changed rule, e.g. hold=3, stop_above=30, resume_headroom=0 (repeatable)")
+    replay.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    _add_log_level(replay)
+
+    held = sub.add_parser("held", help="list stopped processes and tasks of frozen cgroups (JSON)")
+    _add_log_level(held)
+
     watchdog = sub.add_parser("watchdog", help="(internal) resume everything when the daemon dies")
     watchdog.add_argument("--parent-pid", type=_pid, required=True)
     watchdog.add_argument("--state-dir", required=True)
@@ -128,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> DaemonConfig:
-    from .procs import cgroup2_mount, normalize_cgroup
+    from .procs import cgroup2_mount, normalize_cgroup, read_stat
 
     mount = cgroup2_mount()
     needs_cgroup = args.protect_cgroup or args.never_stop_cgroup or args.scope_cgroup or args.method == "cgroup"
@@ -138,7 +155,8 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
     def cg(path: str) -> str:
         return normalize_cgroup(path, mount)
 
-    if args.scope_pid is not None and not os.path.exists(f"/proc/{args.scope_pid}"):
+    scope_stat = read_stat(args.scope_pid) if args.scope_pid is not None else None
+    if args.scope_pid is not None and (scope_stat is None or scope_stat.is_zombie):
         raise UsageError(f"--scope-pid {args.scope_pid}: no such process")
     if args.scope_cgroup is not None and mount is not None:
         if not os.path.isdir(mount.rstrip("/") + cg(args.scope_cgroup)):
@@ -152,6 +170,7 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
             never_stop_comms=tuple(args.never_stop),
             never_stop_cgroups=tuple(cg(p) for p in args.never_stop_cgroup),
             scope_pid=args.scope_pid,
+            scope_starttime=scope_stat.starttime if scope_stat is not None else None,
             scope_cgroup=cg(args.scope_cgroup) if args.scope_cgroup else None,
         ),
         pressure_file=args.pressure_file,
@@ -186,8 +205,9 @@ def _setup_logging(level: str) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .actions import StartupError
     from .control import ControlError
-    from .daemon import StartupError, run_daemon
+    from .daemon import run_daemon
     from .state import StateError
 
     config = config_from_args(args)
@@ -215,11 +235,11 @@ def _cmd_resume_all(args: argparse.Namespace) -> int:
     from .state import StateStore
 
     if not os.path.isdir(args.state_dir):
-        print(json.dumps({"resumed": [], "gone": [], "recycled": [], "note": "no state dir"}))
+        print(json.dumps({"resumed": [], "gone": [], "recycled": [], "failed": [], "errors": [], "note": "no state dir"}))
         return 0
     events = EventLog(args.events)
     try:
-        result = resume_recorded(StateStore(args.state_dir), events, "resume-all")
+        result, remaining = resume_recorded(StateStore(args.state_dir), events, "resume-all")
     finally:
         events.close()
     print(
@@ -228,9 +248,24 @@ def _cmd_resume_all(args: argparse.Namespace) -> int:
                 "resumed": [m.pid for m in result.done],
                 "gone": [m.pid for m in result.gone],
                 "recycled": [m.pid for m in result.recycled],
+                "failed": [m.pid for m in result.failed],
+                "errors": result.errors,
             }
         )
     )
+    return 1 if remaining else 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import main as replay_main
+
+    return replay_main(args.events, args.rule, args.json)
+
+
+def _cmd_held(args: argparse.Namespace) -> int:
+    from .held import held
+
+    print(json.dumps(held(), sort_keys=True))
     return 0
 
 
@@ -240,7 +275,8 @@ def _cmd_watchdog(args: argparse.Namespace) -> int:
     return run_watchdog(args.parent_pid, args.state_dir, args.events)
 
 
-COMMANDS = {"run": _cmd_run, "status": _cmd_status, "resume-all": _cmd_resume_all, "watchdog": _cmd_watchdog}
+COMMANDS = {"run": _cmd_run, "status": _cmd_status, "resume-all": _cmd_resume_all, "replay": _cmd_replay,
+            "held": _cmd_held, "watchdog": _cmd_watchdog}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 
 DEFAULT_STATE_DIR = "/run/balloon-harness/intermediate"
 PSI_MEMORY_PATH = "/proc/pressure/memory"
@@ -18,6 +19,20 @@ class FreezeMethod(enum.Enum):
     CGROUP = "cgroup"
 
 
+OPTION_NAMES = {"stop_interval": "--stop-interval", "resume_headroom": "--resume-headroom",
+                "resume_grace": "--resume-grace", "max_stopped": "--max-stopped", "window": "--window",
+                "rescan_interval": "--rescan-interval", "file_poll_interval": "the file poll interval",
+                "stop_above": "--stop-above", "resume_below": "--resume-below", "hold": "--hold"}
+
+
+def _finite(obj: object) -> None:
+    """nan compares false with everything (`--hold nan` never resumed), inf is no duration."""
+    for f in fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{OPTION_NAMES.get(f.name, f.name)} must be a finite number, got {value}")
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """Pressure thresholds in percent of stalled time, and the hysteresis hold."""
@@ -27,6 +42,7 @@ class Thresholds:
     hold: float = 2.0
 
     def validate(self) -> None:
+        _finite(self)
         if not 0 < self.stop_above <= 100:
             raise ValueError(f"--stop-above must be in (0, 100], got {self.stop_above}")
         if not 0 <= self.resume_below < self.stop_above:
@@ -48,6 +64,9 @@ class Selection:
     never_stop_comms: tuple[str, ...] = ()
     never_stop_cgroups: tuple[str, ...] = ()
     scope_pid: int | None = None
+    # The scope process's start time: if its pid is recycled, the new process's descendants are
+    # not the scope (nothing is).
+    scope_starttime: int | None = None
     scope_cgroup: str | None = None
 
 
@@ -80,6 +99,7 @@ class DaemonConfig:
     mlock: bool = False
 
     def validate(self) -> None:
+        _finite(self)
         self.thresholds.validate()
         if not 0.5 <= self.window <= 10.0:
             raise ValueError(f"--window must be between 0.5 and 10 seconds, got {self.window}")

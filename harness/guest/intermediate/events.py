@@ -19,6 +19,12 @@ PRESSURE = "pressure"
 STOP = "stop"
 RESUME = "resume"
 SKIP = "skip"
+# The inputs of one decision (see snapshot.py); replay.py re-derives the decisions from them.
+INPUT = "input"
+# Outcomes other than a plain stop or resume, so that every decision leaves one line.
+STOP_ABANDONED = "stop-abandoned"  # nothing was stopped after all (vanished; a newcomer not distinct)
+RESUME_FAILED = "resume-failed"  # the signal or write failed: the unit stays recorded and is retried
+GONE = "gone"  # every process of a held unit is gone: dropped (an emptied cgroup is thawed)
 
 
 class EventLog:
@@ -45,7 +51,7 @@ class EventLog:
         **extra: Any,
     ) -> dict[str, Any]:
         record: dict[str, Any] = {
-            "t": time.time(),
+            "t": extra.pop("t", None) or time.time(),
             "event": event,
             "pid": pid,
             "comm": comm,
@@ -54,13 +60,21 @@ class EventLog:
         }
         record.update(extra)
         log.debug("event %s", record)
+        self._write(record)
+        return record
+
+    def emit_input(self, t: float, fields: dict[str, Any]) -> None:
+        """An `input` record: only t, event and the compact inputs (it is the most frequent line)."""
+        self._write({"t": round(t, 3), "event": INPUT, **fields})
+
+    def _write(self, record: dict[str, Any]) -> None:
         if self._fd is not None:
-            line = json.dumps(record, sort_keys=False, default=str) + "\n"
+            line = json.dumps(record, sort_keys=False, default=str, separators=(",", ":")
+                              if record.get("event") == INPUT else None) + "\n"
             try:
                 os.write(self._fd, line.encode())
             except OSError as exc:  # a full disk must not take the daemon down
                 log.error("cannot write event log %s: %s", self.path, exc)
-        return record
 
     def close(self) -> None:
         if self._fd is not None:

@@ -1,24 +1,28 @@
-"""Memory pressure: PSI parsing, the fast/slow signals, the HIGH/CALM rule and two sources.
+"""Memory pressure sources: the fast signal from `total` deltas, a polled file, PSI triggers.
 
-Why two signals: `some avg10` is an exponentially decaying 10 s average and lags badly (about
-7 s to climb from 0 to 20 % under 40 % stall, about 20 s to decay from 40 % to 5 %).  The *fast*
-signal is the stall percentage over the last `window` seconds, computed from the cumulative
-`total` (µs) counter; in PSI mode a kernel trigger additionally wakes us the moment the stall in
-its window crosses the threshold, so we do not have to poll to notice it.
+The readings and the level rule are in reading.py; in PSI mode a kernel trigger additionally
+wakes us the moment the stall in its window crosses the threshold, so we do not have to poll
+to notice it.
 """
 
 from __future__ import annotations
 
 import collections
-import enum
 import errno
 import logging
 import os
 import select
 import time
-from dataclasses import dataclass
 
-from .config import Thresholds
+from .reading import (  # noqa: F401  (re-exported: the pressure vocabulary lives in reading.py)
+    IDLE_READING,
+    PressureLevel,
+    PressureReading,
+    PsiLine,
+    PsiSnapshot,
+    parse_psi,
+    pressure_level,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,95 +30,6 @@ PSI_WINDOW_MIN = 0.5
 PSI_WINDOW_MAX = 10.0
 # Without CAP_SYS_RESOURCE the kernel (>= 6.5) only accepts windows that are multiples of 2 s.
 PSI_UNPRIVILEGED_WINDOW_STEP = 2.0
-
-
-@dataclass(frozen=True)
-class PsiLine:
-    avg10: float
-    avg60: float
-    avg300: float
-    total: int  # cumulative stall time in microseconds
-
-
-@dataclass(frozen=True)
-class PsiSnapshot:
-    some: PsiLine
-    full: PsiLine | None
-
-
-def parse_psi(text: str) -> PsiSnapshot:
-    """Parse the /proc/pressure/<resource> format; raise ValueError if it is not that."""
-    lines: dict[str, PsiLine] = {}
-    for raw in text.splitlines():
-        parts = raw.split()
-        if not parts:
-            continue
-        kind, fields = parts[0], {}
-        for part in parts[1:]:
-            key, sep, value = part.partition("=")
-            if not sep:
-                raise ValueError(f"malformed PSI field {part!r}")
-            fields[key] = value
-        try:
-            lines[kind] = PsiLine(
-                avg10=float(fields["avg10"]),
-                avg60=float(fields["avg60"]),
-                avg300=float(fields["avg300"]),
-                total=int(fields["total"]),
-            )
-        except (KeyError, ValueError) as exc:
-            raise ValueError(f"malformed PSI line {raw!r}") from exc
-    if "some" not in lines:
-        raise ValueError("PSI text has no 'some' line")
-    return PsiSnapshot(some=lines["some"], full=lines.get("full"))
-
-
-@dataclass(frozen=True)
-class PressureReading:
-    t: float  # time.monotonic() of the reading
-    some_avg10: float
-    some_fast: float
-    full_avg10: float
-
-    @classmethod
-    def of(cls, now: float, snap: PsiSnapshot, fast: float) -> PressureReading:
-        """A reading from a PSI snapshot and the fast signal computed alongside it."""
-        return cls(t=now, some_avg10=snap.some.avg10, some_fast=fast,
-                   full_avg10=snap.full.avg10 if snap.full else 0.0)
-
-    def as_event(self) -> dict[str, float]:
-        return {
-            "some_avg10": round(self.some_avg10, 2),
-            "some_fast": round(self.some_fast, 2),
-            "full_avg10": round(self.full_avg10, 2),
-        }
-
-
-IDLE_READING = PressureReading(t=0.0, some_avg10=0.0, some_fast=0.0, full_avg10=0.0)
-
-
-class PressureLevel(enum.Enum):
-    HIGH = "high"
-    BETWEEN = "between"
-    CALM = "calm"
-
-
-def pressure_level(reading: PressureReading, thresholds: Thresholds) -> PressureLevel:
-    """The decision rule (documented in README.md).
-
-    HIGH:  fast >= stop_above, or avg10 >= stop_above while fast >= resume_below
-           (a high avg10 with nothing stalling right now is only the average's lag).
-    CALM:  fast < resume_below and avg10 < resume_below.
-    Anything else is BETWEEN: neither stop more nor resume (hysteresis).
-    """
-    fast, slow = reading.some_fast, reading.some_avg10
-    if fast >= thresholds.stop_above or (
-        slow >= thresholds.stop_above and fast >= thresholds.resume_below
-    ):
-        return PressureLevel.HIGH
-    if fast < thresholds.resume_below and slow < thresholds.resume_below:
-        return PressureLevel.CALM
-    return PressureLevel.BETWEEN
 
 
 class StallRate:
@@ -163,7 +78,8 @@ class PressureSource:
     def on_ready(self, revents: int) -> None:
         """Called when fileno() was reported ready by poll()."""
 
-    def read(self) -> PressureReading:
+    def read(self) -> PressureReading | None:
+        """The current reading, or None when there is no valid one (the daemon then fails safe)."""
         raise NotImplementedError
 
     def describe(self) -> dict[str, object]:
@@ -184,23 +100,27 @@ class FilePressureSource(PressureSource):
         self.idle_interval = max(poll_interval, idle_poll_interval)
         self.busy_interval = poll_interval
         self._rate = StallRate(window)
-        self._last = IDLE_READING
-        self._warned = False
+        self._failing = False
         # Fail early with a clear message if the file is missing or not PSI text.
         parse_psi(read_small_file(path))
 
-    def read(self) -> PressureReading:
+    def read(self) -> PressureReading | None:
         now = time.monotonic()
         try:
             snap = parse_psi(read_small_file(self.path))
         except (OSError, ValueError) as exc:
-            if not self._warned:
-                log.warning("cannot read pressure file %s (%s); keeping last reading", self.path, exc)
-                self._warned = True
-            return self._last
-        self._warned = False
-        self._last = PressureReading.of(now, snap, self._rate.add(now, snap.some.total))
-        return self._last
+            # No stale reading: a deleted file under pressure kept "high" forever and the daemon
+            # went on stopping (issue 11). None makes the decision core resume everything.
+            if not self._failing:
+                log.warning("cannot read pressure file %s (%s); resuming everything until it is valid again",
+                            self.path, exc)
+                self._failing = True
+                self._rate = StallRate(self.window)  # the next valid reading starts a fresh window
+            return None
+        if self._failing:
+            log.warning("pressure file %s is valid again", self.path)
+            self._failing = False
+        return PressureReading.of(now, snap, self._rate.add(now, snap.some.total))
 
     def describe(self) -> dict[str, object]:
         return {"kind": "file", "path": self.path, "window": self.window}
@@ -264,9 +184,13 @@ class PsiTriggerSource(PressureSource):
             log.error("PSI trigger on %s reported an error; polling the averages only", self.path)
             self._broken = True
 
-    def read(self) -> PressureReading:
+    def read(self) -> PressureReading | None:
         now = time.monotonic()
-        snap = parse_psi(read_small_file(self.path))
+        try:
+            snap = parse_psi(read_small_file(self.path))
+        except (OSError, ValueError) as exc:
+            log.error("cannot read %s: %s", self.path, exc)
+            return None
         fast = self._rate.add(now, snap.some.total)
         if self._fired_at is not None and now - self._fired_at < self.window:
             # The kernel saw at least stop_above % stall within its window.

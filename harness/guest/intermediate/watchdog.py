@@ -74,9 +74,13 @@ def run_watchdog(parent_pid: int, state_dir: str, events_path: str | None) -> in
     wait_for_parent_death(parent_pid)
     events = EventLog(events_path)
     try:
-        result = resume_recorded(StateStore(state_dir), events, RESUME_REASON)
+        result, remaining = resume_recorded(StateStore(state_dir), events, RESUME_REASON)
     finally:
         events.close()
     if result.done:
         log.warning("daemon %d died; watchdog resumed %d process(es)", parent_pid, len(result.done))
+    if remaining:
+        # They stay in the state file: resume-all (the unit's ExecStopPost) or the next daemon retries.
+        log.error("watchdog could not resume %d unit(s); left recorded in %s", len(remaining), state_dir)
+        return 1
     return 0

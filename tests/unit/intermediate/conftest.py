@@ -2,8 +2,8 @@
 
 Every process a test starts carries SPAWN_MARKER in its environment (inherited by whatever it
 starts in turn).  After each test every marked process is sent SIGCONT then SIGKILL, and at the
-end of the session we fail if any marked process survived or any process on the machine is left
-in state T.  The daemons under test always run with --scope-pid <pytest's pid>, so they can
+end of the session we fail if any marked process survived or was left in state T (only ours:
+other users and test runs on the machine may have theirs stopped).  The daemons under test always run with --scope-pid <pytest's pid>, so they can
 only ever see (and stop) processes this test session started.
 """
 
@@ -30,6 +30,7 @@ if str(REPO_ROOT) not in sys.path:
 from harness.guest.intermediate.events import read_events  # noqa: E402
 from harness.guest.intermediate.fakepsi import PressureFileWriter  # noqa: E402
 from harness.guest.intermediate.procs import cgroup2_mount  # noqa: E402
+from harness.guest.intermediate.replay import replay_events  # noqa: E402
 
 WORKER = Path(__file__).with_name("worker.py")
 SPAWN_MARKER_NAME = "BH_INTERMEDIATE_TEST_SPAWN"
@@ -83,8 +84,16 @@ def marked_pids() -> list[int]:
     return found
 
 
-def stopped_pids_on_machine() -> list[int]:
-    return [int(n) for n in os.listdir("/proc") if n.isdigit() and proc_state(int(n)) == "T"]
+def stopped_marked_pids() -> list[str]:
+    """This session's processes in state T (other users and other test runs may stop theirs)."""
+    found = []
+    for pid in marked_pids():
+        if proc_state(pid) == "T":
+            try:
+                found.append(f"{pid} {Path(f'/proc/{pid}/cmdline').read_bytes()[:120]!r}")
+            except OSError:
+                found.append(str(pid))
+    return found
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.02, what: str = "condition"):
@@ -104,6 +113,16 @@ def stays(predicate: Callable[[], object], duration: float, interval: float = 0.
     while time.monotonic() < deadline:
         assert predicate(), f"{what} stopped holding"
         time.sleep(interval)
+
+
+def blocked_in_poll(pid: int) -> bool:
+    """Is `pid` asleep in poll(2) with no timeout? (x86_64: syscall 7, timeout -1.) The watchdog
+    is, once it is ready: it has set its signal dispositions and waits on its parent's pidfd."""
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return len(fields) > 3 and fields[0] == "7" and int(fields[3], 16) & 0xFFFFFFFF == 0xFFFFFFFF
 
 
 def kill_marked() -> None:
@@ -163,16 +182,16 @@ def popen_marked(cmd: list[str], *, env_extra: dict[str, str] | None = None, **k
 @pytest.fixture(scope="session", autouse=True)
 def no_leftovers_at_end() -> Iterator[None]:
     yield
+    stopped = stopped_marked_pids()
     kill_marked()
     survivors = [p for p in marked_pids() if is_alive(p)]
-    stopped = stopped_pids_on_machine()
     for cgroup_dir in _TEST_CGROUPS:
         try:
             os.rmdir(cgroup_dir)
         except OSError:
             pass
     assert not survivors, f"processes spawned by the tests are still alive: {survivors}"
-    assert not stopped, f"processes left in state T on this machine: {stopped}"
+    assert not stopped, f"processes of this session left in state T: {stopped}"
 
 
 @pytest.fixture(autouse=True)
@@ -221,18 +240,32 @@ class Worker:
         return self
 
     def count(self) -> int:
-        assert self.counter is not None
-        for _ in range(50):
-            try:
-                return int(self.counter.read_text().strip() or 0)
-            except (OSError, ValueError):
-                time.sleep(0.01)
-        return 0
+        """The worker's progress counter. The worker writes it (0) before it is ready, so a
+        read that fails is an error of the test, never a count of 0."""
+        assert self.counter is not None, "spawned with counter=False"
 
-    def makes_progress(self, window: float = 0.3) -> bool:
+        def read() -> int | None:
+            try:
+                return int(self.counter.read_text())
+            except (OSError, ValueError):  # ValueError: read while being rewritten
+                return None
+
+        value = wait_for(lambda: (v := read()) is not None and (v,), 2, what=f"a readable counter {self.counter}")
+        return value[0]
+
+    def makes_progress(self, timeout: float = 10.0) -> bool:
+        """Wait until the counter moves on (a running process); raise if it does not."""
+        before = self.count()
+        wait_for(lambda: self.count() > before, timeout, what=f"worker {self.pid} making progress")
+        return True
+
+    def holds_still(self, window: float = 0.3) -> bool:
+        """True if the counter did not move during `window` seconds while the process was alive
+        (what a stopped process looks like). A window is the only way to see an absence."""
         before = self.count()
         time.sleep(window)
-        return self.count() > before
+        assert is_alive(self.pid), f"worker {self.pid} died"
+        return self.count() == before
 
     def child_pids(self) -> list[int]:
         try:
@@ -260,6 +293,7 @@ def spawn(workdir: Path, exe_copy: Callable[[str], str]) -> Callable[..., Worker
         rss_mb: int = 0,
         counter: bool = True,
         listen: str | None = None,
+        no_accept: bool = False,
         connect: str | None = None,
         child: list[str] | None = None,
         signal_log: bool = False,
@@ -280,7 +314,7 @@ def spawn(workdir: Path, exe_copy: Callable[[str], str]) -> Callable[..., Worker
         if rss_mb:
             args += ["--rss-mb", str(rss_mb)]
         if listen:
-            args += ["--listen", listen]
+            args += ["--listen", listen] + (["--no-accept"] if no_accept else [])
         if connect:
             args += ["--connect", connect]
         if child:
@@ -340,7 +374,7 @@ class DaemonProc:
         found = read_events(str(self.events_path))
         return [e for e in found if kind is None or e["event"] == kind]
 
-    def wait_event(self, kind: str, predicate: Callable[[dict], bool] = lambda e: True, timeout: float = 5.0) -> dict:
+    def wait_event(self, kind: str, predicate: Callable[[dict], bool] = lambda e: True, timeout: float = 10.0) -> dict:
         def find():
             for event in self.events(kind):
                 if predicate(event):
@@ -348,6 +382,47 @@ class DaemonProc:
             return None
 
         return wait_for(find, timeout, what=f"event {kind}")
+
+    def holds(self, pid: int) -> dict:
+        """Wait until the daemon has stopped `pid` and said so: its stop event, then state T. (Not
+        state T alone: a SIGKILL between the signal and the event leaves a decision unlogged.)"""
+        event = self.wait_event("stop", lambda e: pid in e["pids"])
+        wait_for(lambda: is_stopped(pid), 10, what=f"pid {pid} stopped")
+        return event
+
+    def watchdog_ready(self) -> int:
+        """The watchdog's pid, once it waits on the daemon (its signal dispositions are set)."""
+        pid = self.watchdog_pid()
+        wait_for(lambda: blocked_in_poll(pid), 10, what="the watchdog waiting on the daemon")
+        return pid
+
+    def decided_at(self, event: dict) -> float:
+        """The daemon's own clock (`m` of the input record) at the decision that made `event`:
+        each decision's input record is logged before its actions' events."""
+        m = None
+        for logged in self.events():
+            if logged["event"] == "input" and "m" in logged:
+                m = logged["m"]
+            elif logged == event:
+                assert m is not None, f"no input record before {event}"
+                return m
+        raise AssertionError(f"event not in the log: {event}")
+
+    def decisions(self, n: int, on: Callable[[dict | None], bool], timeout: float = 10.0) -> None:
+        """Wait until the daemon has made `n` decisions in a row on readings that satisfy `on`
+        (seen through `status`: its last reading, and how many decisions it made)."""
+        first: int | None = None
+
+        def done() -> bool:
+            nonlocal first
+            status = self.status()
+            if not on(status["pressure"]):
+                first = None
+                return False
+            first = status["ticks"] if first is None else first
+            return status["ticks"] >= first + n
+
+        wait_for(done, timeout, what=f"{n} decisions on the awaited readings")
 
     def stopped_pids(self) -> list[int]:
         return [p for e in self.events("stop") for p in e.get("pids", [e["pid"]])]
@@ -378,10 +453,12 @@ class DaemonProc:
 @pytest.fixture
 def start_daemon(workdir: Path, psi: PressureFileWriter, request: pytest.FixtureRequest) -> Callable[..., DaemonProc]:
     """Start `python -m harness.guest.intermediate run` with fast test timings, scoped to our pid."""
-    started: list[DaemonProc] = []
+    started: list[tuple[DaemonProc, bool]] = []  # (daemon, replayable)
     ids = iter(range(100))
 
-    def start(*extra: str, scope: bool = True, pressure: bool = True, state_dir: Path | None = None, wait: bool = True) -> DaemonProc:
+    def start(*extra: str, scope: bool = True, pressure: bool = True, state_dir: Path | None = None, wait: bool = True,
+              wrapper: tuple[str, ...] = (), crashes: bool = False, entry: tuple[str, ...] = ("-m", "harness.guest.intermediate"),
+              env_extra: dict[str, str] | None = None) -> DaemonProc:
         n = next(ids)
         events_path = workdir / f"events-{n}.jsonl"
         control_path = workdir / f"control-{n}.sock"
@@ -404,12 +481,14 @@ def start_daemon(workdir: Path, psi: PressureFileWriter, request: pytest.Fixture
         args += list(extra)
         with open(log_path, "wb") as log_file:
             popen = popen_marked(
-                [sys.executable, "-m", "harness.guest.intermediate", "run", *args],
+                [*wrapper, sys.executable, *entry, "run", *args],
                 cwd=str(REPO_ROOT),
                 stderr=log_file,
+                env_extra=env_extra,
             )
         daemon = DaemonProc(popen, events_path, control_path, state, log_path, args)
-        started.append(daemon)
+        # A daemon made to crash leaves its last decision without its actions: not replayable.
+        started.append((daemon, not crashes))
         if wait:
             try:
                 wait_for(lambda: daemon.events("start") or daemon.popen.poll() is not None, 10, what="daemon start")
@@ -420,7 +499,8 @@ def start_daemon(workdir: Path, psi: PressureFileWriter, request: pytest.Fixture
 
     yield start
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    for daemon in started:
+    unreplayable = []
+    for daemon, replayable in started:
         if daemon.popen.poll() is None:
             daemon.popen.send_signal(signal.SIGTERM)
             try:
@@ -429,6 +509,11 @@ def start_daemon(workdir: Path, psi: PressureFileWriter, request: pytest.Fixture
                 daemon.popen.kill()
         if failed:
             sys.stderr.write(f"\n--- daemon log {daemon.log_path} ---\n{daemon.log()[-6000:]}\n")
+        # Every daemon run of the suite is replayed: the core must re-derive each decision it made.
+        report = replay_events(daemon.events()) if replayable else None
+        if report is not None and report.differences:
+            unreplayable.append(f"{daemon.events_path}:\n{report.table()}")
+    assert not unreplayable, "replay differs from the daemon's decisions:\n" + "\n".join(unreplayable)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -476,6 +561,21 @@ def test_cgroup() -> Iterator[Callable[[str], str]]:
                 time.sleep(0.02)
         if path in _TEST_CGROUPS:
             _TEST_CGROUPS.remove(path)
+
+
+def spawn_with_pid(pid: int, argv: list[str], attempts: int = 50) -> subprocess.Popen | None:
+    """Start argv as process `pid` (a recycled pid, for real): ns_last_pid is set just below it
+    before the fork. None if other processes keep taking it."""
+    for _ in range(attempts):
+        if os.path.exists(f"/proc/{pid}"):
+            return None
+        Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+        popen = popen_marked(argv)
+        if popen.pid == pid:
+            return popen
+        popen.kill()
+        popen.wait()
+    return None
 
 
 def set_oom_score_adj(pid: int, value: int) -> bool:
