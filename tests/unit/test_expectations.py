@@ -102,6 +102,17 @@ def test_an_expectation_written_false_wants_the_opposite(expect, bad):
     assert results(expect, **bad)[name][0] is True
 
 
+def test_details_list_every_miss():
+    steps = [{"vm": "a", "target_mib": 640, "reached": False, "closest_mib": 700.5},
+             {"vm": "b", "target_mib": 512.4, "reached": False, "closest_mib": 600},
+             {"vm": "b", "target_mib": 1024, "reached": True, "closest_mib": 1024}]
+    assert results("balloon_reaches_targets = true", balloon_steps=steps)["balloon_reaches_targets"] == (
+        False, "missed: a 640 MiB (closest 700.5), b 512 MiB (closest 600)")
+    killed = [{"vm": "a", "t_s": 3.5}, {"vm": "b", "t_s": 9.0}]
+    assert results("no_host_oom_kill = true", host_host_oom_kills=2, host_killed_vms=killed)["no_host_oom_kill"] == (
+        False, "2 host OOM kill(s); VMs that died: a at 3.5 s, b at 9.0 s")
+
+
 def test_good_detail_texts():
     assert results("no_oom_kill = true")["no_oom_kill"] == (True, "0 guest OOM kill(s)")
     assert results("nothing_left_stopped = true")["nothing_left_stopped"] == (True, "left stopped at the end: none")

@@ -55,6 +55,12 @@ def test_median_summary_is_shaped_like_one_run():
     assert m["balloon_reached"] is False and m["protected_completed"] is True
     assert m["left_stopped"] == ["hog(3)"]
     assert three[0]["psi_full_stall_s"] == 5.0 and three[0]["host"]["host_oom_kills"] == 0  # inputs untouched
+    # What is not a figure comes from the first run.
+    assert median_summary([dict(x, folder=f"run-{i}") for i, x in enumerate(three)])["folder"] == "run-0"
+    # A summary without the host's figures (an older run) gets them, unknown.
+    bare = [{k: v for k, v in x.items() if k != "host"} for x in three]
+    assert median_summary(bare)["host"] == {"peak_usage_mib": None, "host_swap_peak_mib": None,
+                                            "host_oom_kills": None, "time_over_budget_s": None}
 
 
 def test_groups_keep_the_order_of_first_runs():
@@ -82,11 +88,33 @@ def test_a_repeated_comparison_shows_medians_and_ranges_and_judges_the_medians()
     line = next(x for x in out.splitlines() if "PSI full stall" in x)
     assert "12.00 (10.00–30.00)" in line and "3.00 (2.00–11.00)" in line
     assert next(x for x in out.splitlines() if "balloon target reached" in x).count("3 of 3") == 2
+    header = next(x for x in out.splitlines() if "balloon only (3 runs)" in x)
+    assert [c.strip() for c in header.split("┃")[1:-1]] == ["", "balloon only (3 runs)", "balloon + Intermediate (3 runs)"]
+    swap = [c.strip() for c in next(x for x in out.splitlines() if "host swap peak" in x).split("│")[1:-1]]
+    assert swap == ["host · host swap peak (MiB)", "-", "-"]  # no run had it
     assert "host · host OOM kills" in out
     [v] = view.verdicts
     # The medians differ by 9 s of stall; the worst "on" run (11 s) is worse than the best "off" one.
     assert v.better == ("PSI full stall",) and v.outcome is Outcome.BETTER
     assert view.failed_verdicts() == [] and view.failed_verdicts(require_better=True) == []
+
+
+def test_runs_that_left_processes_stopped_are_counted():
+    off = labelled(runs(1.0, 2.0), "off", "off")
+    on = labelled(runs(1.0, 2.0), "on", "on")
+    on[1]["left_stopped"] = ["hog(3)"]
+    console = Console(width=200, record=True)
+    console.print(comparison_view(off + on).table)
+    row = next(x for x in console.export_text().splitlines() if "left stopped" in x)
+    assert [c.strip() for c in row.split("│")[1:-1]] == ["left stopped at the end (runs)", "0 of 2", "1 of 2"]
+
+
+def test_long_cells_fold_instead_of_being_cut():
+    long = labelled(runs(1.0, 2.0), "off", "a-variant-with-a-very-long-unbreakable-label")
+    console = Console(width=60, record=True)
+    console.print(comparison_view(long + labelled(runs(1.0, 2.0), "on", "on")).table)
+    out = console.export_text()
+    assert "…" not in out and "label" in out.replace("\n", "")
 
 
 def test_no_host_rows_without_a_budget():
