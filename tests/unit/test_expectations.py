@@ -179,6 +179,7 @@ def with_(base: dict, **changes) -> dict:
     ({"protected_items_per_s": 105.0}, [], []),  # within 5 %
     ({"protected_items_per_s": 105.1}, ["protected throughput"], []),
     ({"protected_items_per_s": 94.9}, [], ["protected throughput"]),
+    ({"protected_items_per_s": 95.0}, [], []),  # exactly 5 % less: within
     ({"balloon_seconds_to_target": 12.0}, [], []),
     ({"balloon_seconds_to_target": 7.9}, ["time to balloon target"], []),
     ({"balloon_seconds_to_target": 12.1}, [], ["time to balloon target"]),
@@ -200,14 +201,15 @@ def test_verdict_directions_the_other_way():
                         "protected workload completed")
     assert v.worse == () and v.outcome is Outcome.BETTER
     assert judge(base, with_(base, host_host_swap_peak_mib=168.0)).better == ()  # within 32 MiB
+    assert judge(base, with_(base, host_host_swap_peak_mib=232.5)).worse == ("host swap",)
 
 
 def test_verdict_texts():
     base = summary()
     assert verdict(base, with_(base, psi_full_stall_s=1.0, protected_items_per_s=200.0)) == \
         "Verdict: the Intermediate module did better on PSI full stall, protected throughput than balloon only."
-    assert verdict(base, with_(base, oom_kills=1)) == \
-        "Verdict: the Intermediate module did WORSE on guest OOM kills than balloon only."
+    assert verdict(base, with_(base, oom_kills=1, left_stopped=["x(1)"])) == \
+        "Verdict: the Intermediate module did WORSE on guest OOM kills, processes left stopped than balloon only."
     assert verdict(base, with_(base, oom_kills=1, psi_full_stall_s=1.0)) == \
         "Verdict: the Intermediate module vs balloon only: mixed: better on PSI full stall; worse on guest OOM kills."
     other = with_(base)
@@ -248,3 +250,73 @@ def test_the_one_run_table_cells():
     assert row(out, "host · peak budget use (MiB, from the cgroup)") == ["1500.0 of 1600", "1500.0 of 1600"]
     no_shrink = summary(balloon_target_mib=None)
     assert row(table_text(no_shrink), "balloon target reached") == ["no shrink in schedule"]
+
+
+def several_guests(label="schedule", complete=True, **host):
+    s = summary(label=label, complete=complete)
+    s["guests"] = {
+        "a": {"died": None, "balloon_min_mib": 600.4, "balloon_final_mib": 1000.0, "oom_kills": 2,
+              "oom_victims": ["x (8)", "y (9)"], "protected": {"svc": {}}, "protected_completed": True,
+              "protected_items_per_s": 7.25, "psi_full_stall_s": 1.5, "psi_some_stall_s": 3.0, "stops": 1,
+              "resumes": 1, "qemu_swap_peak_mib": 12.5},
+        "b": {"died": {"t_s": 12.0, "host_oom_kill": True}, "balloon_min_mib": None, "oom_kills": 1,
+              "oom_victims": [], "protected": {}, "psi_full_stall_s": None, "psi_some_stall_s": None, "stops": 0,
+              "resumes": 0, "qemu_swap_peak_mib": None},
+    }
+    s["host"].update(host_oom_kills=2, host_swap="file:512", host_swap_peak_mib=99.0,
+                     killed_vms=[{"vm": "b", "t_s": 12.0, "host_oom_kill": True},
+                                 {"vm": "c", "t_s": 3.5, "host_oom_kill": False},
+                                 {"vm": "d", "t_s": 4.0, "host_oom_kill": True}], **host)
+    return s
+
+
+def test_the_table_of_several_guests_and_the_host():
+    first = several_guests()
+    second = several_guests("MOM", complete=False, budget_held=False, peak_usage_mib=1700.0)
+    second["guests"]["b"] = {"died": {"t_s": 5.0, "reason": "QEMU exited with status -9 " + "x" * 80}}
+    del second["guests"]["a"]
+    out = table_text(first, second)
+    header = next(line for line in out.splitlines() if "schedule" in line and "┃" in line)
+    assert [c.strip() for c in header.split("┃")[1:-1]] == ["", "schedule", "MOM (PARTIAL)"]
+    assert row(out, "a · alive at the end") == ["yes", "-"]  # the second run has no guest a
+    assert row(out, "a · balloon min / final (MiB)") == ["600 / 1000", "-"]
+    assert row(out, "a · guest OOM kills") == ["2: x (8), y (9)", "-"]
+    assert row(out, "a · protected workload") == ["completed, 7.2 items/s", "-"]
+    assert row(out, "a · PSI full / some stall (s)") == ["1.5 / 3.0", "-"]
+    assert row(out, "a · host swap of its QEMU, peak (MiB)") == ["12.5", "-"]
+    assert row(out, "b · alive at the end") == ["NO: died at 12.0 s (host OOM killer)",
+                                                "NO: died at 5.0 s (QEMU exited with status -9 " + "x" * 33 + ")"]
+    assert row(out, "b · balloon min / final (MiB)") == ["no samples", "no samples"]
+    assert row(out, "b · guest OOM kills") == ["1: ?", "-"]
+    assert row(out, "b · protected workload") == ["none here", "-"]
+    assert row(out, "host · peak budget use (MiB, from the cgroup)") == ["1500.0 of 1600", "1700.0 of 1600 (EXCEEDED)"]
+    assert row(out, "host · host swap peak (MiB)") == ["99.0", "99.0"]
+    assert row(out, "host · host OOM kills (VM)") == ["2: b at 12.0 s, d at 4.0 s"] * 2
+    assert row(out, "host · time at the budget limit (s)") == ["3.0", "3.0"]
+    assert "host · host OOM kills (VM)" in out
+    first["host"]["host_oom_kills"] = 0
+    first["host"]["host_swap"] = "none"
+    out = table_text(first)
+    assert row(out, "host · host OOM kills (VM)") == ["0"] and row(out, "host · host swap peak (MiB)") == ["no host swap"]
+
+
+def test_a_single_guest_that_died_gets_its_row_and_no_budget_no_host_rows():
+    s = summary()
+    s["host"]["budget_mib"] = None
+    s["guests"]["vm"]["died"] = {"t_s": 30.0, "host_oom_kill": False, "reason": None}
+    out = table_text(s)
+    assert "x: balloon only (guest swap: file:1024)" in out
+    assert row(out, "alive at the end") == ["NO: died at 30.0 s (?)"]
+    assert "host ·" not in out
+    del s["guests"]["vm"]["died"]
+    assert "alive at the end" not in table_text(s)
+    del s["complete"]  # an older summary: complete unless it says otherwise
+    assert "PARTIAL" not in table_text(s)
+
+
+def test_long_cells_fold():
+    s = summary(longest_stopped_comm="a-very-long-unbreakable-process-name-that-goes-on@")
+    console = Console(width=50, record=True)
+    console.print(summary_table([s]))
+    out = console.export_text()
+    assert "…" not in out and "@" in out  # nothing cut off: the word's end is there

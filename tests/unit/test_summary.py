@@ -288,8 +288,8 @@ def test_time_at_limit_counts_the_intervals_ending_at_the_limit():
     assert time_at_limit(big, 4000) == 2.0  # 1 % of 4000 = 40 MiB
     assert time_at_limit(ledger(), 1000) is None
     quarter = ledger(host=[(0, {"budget_usage_mib": 500}), (1.25, {"budget_usage_mib": 500}),
-                           (2.5, {"budget_usage_mib": 100}), (3.75, {"budget_usage_mib": 499})])
-    assert time_at_limit(quarter, 500) == 2.5  # from the second sample on, never from the last to the first
+                           (2.5, {"budget_usage_mib": 100}), (3.5, {"budget_usage_mib": 499})])
+    assert time_at_limit(quarter, 500) == 2.2  # 2.25 s to 0.1 s; from the second sample on, never last to first
     assert time_at_limit(ledger(host=[(0, {"budget_usage_mib": 1000})]), 1000) == 0.0
 
 
