@@ -47,6 +47,11 @@ def summary(**changes) -> dict:
                  "qemu_swap_peak_mib": 0.0, "limit_hits": None},
         "guests": {"vm": {"balloon_min_mib": 640.0, "balloon_final_mib": 1024.0, "died": None}},
     }
+    return changed(s, changes)
+
+
+def changed(s: dict, changes: dict) -> dict:
+    """`s` with `changes` applied; a key host_X changes the host's X."""
     for key, value in changes.items():
         if key.startswith("host_"):
             s["host"][key.removeprefix("host_")] = value
@@ -157,14 +162,7 @@ def test_no_expectations_check_nothing_and_every_stated_one_is_checked():
 
 # -- the verdict ----------------------------------------------------------------------------------
 def with_(base: dict, **changes) -> dict:
-    other = copy.deepcopy(base)
-    other["label"] = "balloon + Intermediate"
-    for key, value in changes.items():
-        if key.startswith("host_"):
-            other["host"][key.removeprefix("host_")] = value
-        else:
-            other[key] = value
-    return other
+    return changed(copy.deepcopy(base), {"label": "balloon + Intermediate", **changes})
 
 
 @pytest.mark.parametrize("changes,better,worse", [
