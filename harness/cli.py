@@ -20,16 +20,15 @@ console = Console(stderr=False, width=None if sys.stdout.isatty() or "COLUMNS" i
 
 
 def _options_args(parser: argparse.ArgumentParser) -> None:
-    from harness.session import HarnessOptions, env_default
-    defaults = HarnessOptions  # its field defaults, shared with the pytest options
-    parser.add_argument("--accel", choices=["auto", "kvm", "tcg"], default=env_default("ACCEL", defaults.accel))
-    parser.add_argument("--image", default=env_default("IMAGE", "") or None,
-                        help="recipe name, cloud image path, or URL#sha256=HEX")
+    from harness.session import ACCEL_CHOICES, BACKEND_CHOICES, HarnessOptions
+    defaults = HarnessOptions.from_env()  # BALLOON_HARNESS_* (shared with the pytest options)
+    parser.add_argument("--accel", choices=ACCEL_CHOICES, default=defaults.accel)
+    parser.add_argument("--image", default=defaults.image, help="recipe name, cloud image path, or URL#sha256=HEX")
     parser.add_argument("--memory", type=int, default=defaults.memory_mib, help="MiB")
     parser.add_argument("--cpus", type=int, default=defaults.cpus)
     parser.add_argument("--swap", default=defaults.swap, help="none, file:MIB or zram:MIB")
-    parser.add_argument("--backend", choices=["qemu", "libvirt"], default=env_default("BACKEND", defaults.backend))
-    parser.add_argument("--libvirt-uri", default=env_default("LIBVIRT_URI", "") or None)
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default=defaults.backend)
+    parser.add_argument("--libvirt-uri", default=defaults.libvirt_uri)
 
 
 def _options(args: argparse.Namespace):
@@ -269,10 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s: %(message)s")
     try:
+        args = build_parser().parse_args(argv)  # a bad BALLOON_HARNESS_* default fails here
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                            format="%(asctime)s %(name)s: %(message)s")
         return args.func(args)
     except HarnessError as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)  # paths stay whole
