@@ -111,7 +111,7 @@ def cmd_reap(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from harness.bench import main_bench
     return main_bench(_options(args), args.repeats, naive=not args.no_naive, guest_daemon=not args.no_daemon,
-                      libvirt=not args.no_libvirt)
+                      libvirt=not args.no_libvirt, quick=args.quick)
 
 
 def _scenario_factory(args: argparse.Namespace):
@@ -225,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-naive", action="store_true", help="skip the naive image (saves its build)")
     bench.add_argument("--no-daemon", action="store_true", help="skip the daemon benchmark in a guest")
     bench.add_argument("--no-libvirt", action="store_true", help="skip the libvirt boot figures")
+    bench.add_argument("--quick", action="store_true",
+                       help="every part once, short idle windows: checks that the bench runs (figures not for comparing)")
     bench.set_defaults(func=cmd_bench)
 
     for name, func, text in (("run", cmd_run, "run a scenario once"),
