@@ -172,7 +172,7 @@ def many_guests(session: HarnessSession, log: Callable[[str], None], count: int 
             first = factory.start(name="idle0")
             one = group_memory([m for m in [first.process_memory()] if m])
             if mode is RamMode.SHARED:
-                cpu_one = measure_cpu([first.pid], idle_window_s)
+                cpu_one = measure_cpu([first.host_pid()], idle_window_s)
             guests = [first] + [factory.start(name=f"idle{i}") for i in range(1, count)]
             together = group_memory([m for g in guests if (m := g.process_memory())])
             result[f"rss_1_{key}_mib"] = one.total_mib
@@ -181,7 +181,7 @@ def many_guests(session: HarnessSession, log: Callable[[str], None], count: int 
             log(f"{count} idle guests ({mode.value} RAM): {together.total_mib:.0f} MiB together (PSS; "
                 f"RSS would add up to {together.rss_sum_mib:.0f}), one alone {one.total_mib:.0f} MiB")
             if mode is RamMode.SHARED:
-                cpu_all = measure_cpu([g.pid for g in guests], idle_window_s)
+                cpu_all = measure_cpu([g.host_pid() for g in guests], idle_window_s)
                 result.update(idle_cpu_pct_1=cpu_one.mean_percent, idle_cpu_pct_4=cpu_all.mean_percent,
                               idle_cpu_pct_4_each=list(cpu_all.percent), idle_window_s=idle_window_s)
                 log(f"idle CPU per guest: 1 guest {cpu_one.mean_percent:.1f} %, {count} guests "

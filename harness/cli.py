@@ -105,6 +105,8 @@ def cmd_reap(args: argparse.Namespace) -> int:
         print(f"  evidence of killed run {run_id}: {path}")  # plain print: a path to copy
     for run_id in report.removed_runs:
         console.print(f"  removed run {run_id}")
+    for item in report.host_leftovers:
+        console.print(f"  removed {item}")
     return 0
 
 
@@ -121,26 +123,33 @@ def _scenario_factory(args: argparse.Namespace):
 
 
 def _print_run(result) -> None:
-    for e in result.expectations:
+    for e in result.failures() + [e for e in result.expectations if e.passed]:
         mark = "[green]pass[/]" if e.passed else "[red]FAIL[/]"
-        console.print(f"  {mark} {e.name}: {e.detail}")
+        console.print(f"  {mark} {e.name}: {e.detail}", highlight=False)
+
+
+def _load(args: argparse.Namespace):
+    from harness.scenario.model import find_scenario, load_scenario
+    return load_scenario(find_scenario(args.scenario))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from harness.scenario.model import find_scenario, load_scenario
     from harness.scenario.runner import new_run_folder, run_scenario
-    scenario = load_scenario(find_scenario(args.scenario))
+    from harness.scenario.table import summary_table
+    scenario = _load(args)
+    variant = args.variant or {"on": "on", "off": "off", "scenario": None}[args.intermediate]
     session, factory = _scenario_factory(args)
     folder = new_run_folder(Path(args.runs), scenario)
-    intermediate = {"on": True, "off": False, "scenario": None}[args.intermediate]
+    console.print(f"run folder {folder}")
     try:
         with console.status(f"running {scenario.name}") as status:
-            result = run_scenario(scenario, factory, folder, intermediate=intermediate,
+            result = run_scenario(scenario, factory, folder, variant=variant,
                                   progress=lambda m: (status.update(m), console.log(m)))
     finally:
         factory.close()
+    console.print(summary_table([result.summary]))
     console.print(f"run folder: {result.folder}\nplot: {result.summary['plot']}")
     _print_run(result)
     return 0 if result.passed else 1
@@ -149,35 +158,81 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from harness.scenario.model import find_scenario, load_scenario
-    from harness.scenario.report import comparison_table, verdict
-    from harness.scenario.runner import compare_scenario, new_run_folder
-    scenario = load_scenario(find_scenario(args.scenario))
+    from harness.scenario.runner import compare_variants, new_run_folder
+    from harness.scenario.table import summary_table, verdict
+    from harness.scenario.variants import parse_variants
+    scenario = _load(args)
+    variants = parse_variants(args.variants, scenario)
     session, factory = _scenario_factory(args)
     folder = new_run_folder(Path(args.runs), scenario)
     console.print(f"[bold]{scenario.name}[/]: {scenario.description}\n"
-                  f"accelerator {session.accel.value}; each run gets a fresh guest of its own; run folder {folder}")
+                  f"variants {', '.join(v.name for v in variants)}; accelerator {session.accel.value}; "
+                  f"each run gets fresh guests; run folder {folder}")
     try:
         with console.status(f"comparing {scenario.name}") as status:
-            off, on = compare_scenario(scenario, factory, folder,
+            results = compare_variants(scenario, factory, folder, variants,
                                        progress=lambda m: (status.update(m), console.log(m)))
     finally:
         factory.close()
-    console.print(comparison_table(off.summary, on.summary))
-    console.print(verdict(off.summary, on.summary))
-    console.print(f"plots: {off.summary['plot']}\n       {on.summary['plot']}\nsummary: {folder / 'summary.json'}")
-    return 0
+    summaries = [r.summary for r in results]
+    console.print(summary_table(summaries))
+    for other in summaries[1:]:
+        console.print(verdict(summaries[0], other))
+    console.print("plots: " + "\n       ".join(s["plot"] for s in summaries) + f"\nsummary: {folder / 'summary.json'}")
+    failed = [r for r in results if not r.passed]
+    for r in failed:
+        console.print(f"[red]{r.mode}: expectations failed[/]")
+        _print_run(r)
+    return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.errors import ConfigError
+    from harness.scenario.rebuild import build_report, is_run_folder
+    from harness.scenario.runner import write_comparison
+    from harness.scenario.table import summary_table, verdict
+    folder = Path(args.run_dir)
+    runs = [folder] if is_run_folder(folder) else sorted(p for p in folder.iterdir() if is_run_folder(p)) \
+        if folder.is_dir() else []
+    if not runs:
+        raise ConfigError(f"{folder} holds no run (no run.json in it or in its subfolders).",
+                          fix="give a folder that `balloon-harness run` or `compare` printed.")
+    reports = [build_report(r) for r in runs]
+    summaries = [r.summary for r in reports]
+    if len(runs) > 1:
+        order = {name: i for i, name in enumerate(_variant_order(folder))}
+        summaries.sort(key=lambda s: order.get(s["variant"], len(order)))
+        write_comparison(folder, summaries[0]["scenario"], summaries)
+    console.print(summary_table(summaries))
+    for other in summaries[1:]:
+        console.print(verdict(summaries[0], other))
+    for report in reports:
+        state = "complete" if report.summary["complete"] else "PARTIAL (the run did not finish)"
+        console.print(f"{report.folder}: {state}; plot {report.folder / 'plot.png'}")
+    return 0 if all(e.passed for r in reports for e in r.expectations) else 1
+
+
+def _variant_order(folder) -> list[str]:
+    import json
+    try:
+        return json.loads((folder / "summary.json").read_text())["variants"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
     from harness.scenario.model import load_scenario, shipped_scenarios
     for name, path in shipped_scenarios().items():
-        console.print(f"{name:<20} {load_scenario(path).description}")
+        console.print(f"{name:<20} {load_scenario(path).description}\n{'':<20} {path}", highlight=False,
+                      soft_wrap=True)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     args.scenario = "demo-overcommit"
+    args.variants = None
     return cmd_compare(args)
 
 
@@ -230,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
 
     for name, func, text in (("run", cmd_run, "run a scenario once"),
-                             ("compare", cmd_compare, "run a scenario with the Intermediate module off, then on")):
+                             ("compare", cmd_compare, "run a scenario once per variant (default: the Intermediate "
+                                                      "module off, then on) and print one table")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("scenario", help="a scenario .toml file or a shipped scenario's name")
         _options_args(cmd)
@@ -238,7 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             cmd.add_argument("--intermediate", choices=["on", "off", "scenario"], default="scenario",
                              help="override the scenario's [intermediate] enabled")
+            cmd.add_argument("--variant", default=None, help="run it as one variant, e.g. mom+intermediate")
+        else:
+            cmd.add_argument("--variants", default=None,
+                             help="comma-separated, e.g. schedule,mom,mom+intermediate (default: the "
+                                  "scenario's [compare] variants, else off,on)")
         cmd.set_defaults(func=func)
+
+    report = sub.add_parser("report", help="rebuild the table, summary and plot of a run folder, complete or not")
+    report.add_argument("run_dir", help="a run folder (or a compare folder)")
+    report.set_defaults(func=cmd_report)
 
     sub.add_parser("scenarios", help="list the shipped scenarios").set_defaults(func=cmd_scenarios)
 

@@ -178,19 +178,23 @@ def record_scenario_figures(item: pytest.Item, summary: dict, run: str) -> None:
 
 @pytest.fixture
 def run_scenario(request: pytest.FixtureRequest, vm_factory: MachineFactory, tmp_path: Path):
-    """Run a scenario (a shipped name, a .toml path or a Scenario) on a guest of this test:
-    `result = run_scenario("short-overcommit", intermediate=True)`; `result.passed` says
-    whether its [expect] held. Run folders are kept with the artifacts of a failed test; each
-    run's key figures become JUnit properties `SCENARIO.MODE.FIGURE` of the test."""
+    """Run a scenario (a shipped name, a .toml path or a Scenario) on guests of this test:
+    `result = run_scenario("short-overcommit", intermediate=True)` or
+    `run_scenario(path, variant="mom+intermediate")`; `result.passed` says whether its
+    [expect] held. The run folder is `<pytest tmp_path>/runs/<scenario>-<n>/`
+    (`result.folder`); it is copied to `<--vm-artifacts>/<test id>/runs/` when the test fails
+    or --vm-keep is given. Each run's key figures become JUnit properties
+    `SCENARIO.MODE.FIGURE` of the test."""
     folders: list[Path] = []
     labels: list[str] = []
 
-    def run(scenario: str | Path | Scenario, *, intermediate: bool | None = None) -> RunResult:
+    def run(scenario: str | Path | Scenario, *, intermediate: bool | None = None,
+            variant: str | None = None) -> RunResult:
         if not isinstance(scenario, Scenario):
             scenario = load_scenario(find_scenario(str(scenario)))
         folder = tmp_path / "runs" / f"{scenario.name}-{len(folders) + 1}"
         folders.append(folder)
-        result = run_scenario_once(scenario, vm_factory, folder, intermediate=intermediate)
+        result = run_scenario_once(scenario, vm_factory, folder, intermediate=intermediate, variant=variant)
         label = f"{scenario.name}.{result.mode}"
         labels.append(label)
         record_scenario_figures(request.node, result.summary,

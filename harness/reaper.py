@@ -43,12 +43,16 @@ class ReapReport:
     kept_domains: list[tuple[str, str]] = field(default_factory=list)
     #: run id -> folder of each killed run whose evidence is kept
     kept_evidence: dict[str, Path] = field(default_factory=dict)
+    #: Host budget cgroups and swap files of dead runs (harness.host.reap).
+    host_leftovers: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        if not (self.killed_pids or self.removed_runs or self.destroyed_domains or self.kept_evidence):
+        if not (self.killed_pids or self.removed_runs or self.destroyed_domains or self.kept_evidence
+                or self.host_leftovers):
             return f"nothing to reap ({len(self.live_runs)} live run(s) left alone)"
         return (f"killed {len(self.killed_pids)} QEMU process(es), destroyed "
-                f"{len(self.destroyed_domains)} libvirt domain(s), kept the evidence of "
+                f"{len(self.destroyed_domains)} libvirt domain(s), removed "
+                f"{len(self.host_leftovers)} budget cgroup(s) or swap file(s), kept the evidence of "
                 f"{len(self.kept_evidence)} killed run(s), removed {len(self.removed_runs)} run "
                 f"folder(s); {len(self.live_runs)} live run(s) left alone")
 
@@ -123,6 +127,8 @@ def reap(libvirt_uri: str | None = None, include_libvirt: bool = True, *, purge:
         verdicts = reap_domains(libvirt_uri, dead_run_ids={run.run_id for run in dead})
         report.destroyed_domains = verdicts.destroyed
         report.kept_domains = verdicts.kept
+    from harness.host.reap import reap_host
+    report.host_leftovers = reap_host({run.run_id: run.path for run in dead})
     for run in dead:
         record = killed_record(run)
         if purge or (record and time.time() - record.get("reaped_at", 0) > keep_days * 86400):

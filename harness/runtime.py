@@ -32,6 +32,8 @@ from xml.sax.saxutils import quoteattr
 from harness.errors import HarnessError
 
 RUN_PREFIX = "bh"
+SOCKET_PATH_MAX = 107  # sizeof(sun_path) - 1
+SOCKET_NAME_ROOM = "qmp.sock"  # the longest socket name a VM folder holds
 ENV = "BALLOON_HARNESS_RUNTIME"
 
 
@@ -200,8 +202,17 @@ class Run:
 
     def vm_dir(self, name: str) -> Path:
         """The VM's private folder: its sockets and logs live where only we can write."""
+        path = self.vms_dir / name
+        # QEMU's and libvirt's sockets live here: a unix socket path holds at most 107 bytes.
+        longest = len(os.fsencode(path / SOCKET_NAME_ROOM))
+        if longest > SOCKET_PATH_MAX:
+            raise HarnessError(
+                f"The VM folder {path} is too deep for its unix sockets ({longest} bytes with "
+                f"a socket name; the kernel allows {SOCKET_PATH_MAX}).",
+                fix=f"set {ENV} to a shorter folder of your own, such as "
+                    f"/tmp/bh-{os.getuid()}, or use a shorter VM name.")
         private_dir(self.vms_dir)
-        return private_dir(self.vms_dir / name)
+        return private_dir(path)
 
     def owner(self) -> dict:
         try:
@@ -226,7 +237,10 @@ def current_run() -> Run:
     """The run of this process, created on first use (one per pytest-xdist worker)."""
     global _current
     with _lock:
-        if _current is None or _current.owner().get("pid") != os.getpid():
+        # Keyed by pid (a fork gets its own run) and by runtime folder (a changed
+        # BALLOON_HARNESS_RUNTIME must not keep handing out a folder under the old one).
+        if (_current is None or _current.owner().get("pid") != os.getpid()
+                or _current.path.parent.parent != runtime_root()):
             _current = _create_run()
         return _current
 

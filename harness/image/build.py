@@ -28,6 +28,10 @@ from harness.resources import guest_install_files
 Progress = Callable[[str], None]
 
 DISK, KERNEL, INITRD, MANIFEST = "disk.qcow2", "vmlinuz", "initrd.lean", "manifest.json"
+LAST_USED = "last-used"
+#: A build used within this time is never pruned: another checkout (another version of the
+#: harness, with another recipe key) may be booting guests from it right now.
+PRUNE_UNUSED_FOR_S = 24 * 3600
 
 
 def image_dir(recipe: Recipe, cache: ImageCache) -> Path:
@@ -39,6 +43,7 @@ def load_built(recipe: Recipe, cache: ImageCache) -> GuestImage | None:
     manifest = folder / MANIFEST
     if not manifest.exists():
         return None
+    _touch(folder / LAST_USED)
     meta = json.loads(manifest.read_text())
     return GuestImage(
         kind=ImageKind.BUILT, disk=folder / DISK, disk_format="qcow2",
@@ -65,14 +70,60 @@ def ensure_built_image(recipe: Recipe | None = None, cache: ImageCache | None = 
     return image
 
 
-def prune(recipe: Recipe, cache: ImageCache, keep: int = 2) -> list[Path]:
-    """Keep the `keep` newest builds of this recipe (another checkout may still use the
-    previous one); drop older builds and the saved guest states made from them."""
+def _mounts_below(folder: Path) -> list[str]:
+    prefix = os.path.realpath(folder) + "/"
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    # Field 5 is the mount point, octal-escaped (\040 for a space).
+    points = [line.split()[4].encode().decode("unicode_escape") for line in lines]
+    return sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
+
+
+def _unmount_below(folder: Path) -> None:
+    for point in _mounts_below(folder):
+        subprocess.run(["umount", "--lazy", point], capture_output=True, check=False)
+
+
+def _touch(path: Path) -> None:
+    try:
+        path.touch()
+    except OSError:
+        pass  # a read-only cache (another user's): its owner's prune decides
+
+
+def last_used(folder: Path) -> float:
+    """When a build was last loaded (or, never loaded, built)."""
+    for name in (LAST_USED, MANIFEST):
+        try:
+            return (folder / name).stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
+
+
+def prune(recipe: Recipe, cache: ImageCache, keep: int = 2, *, now: float | None = None,
+          unused_for_s: float = PRUNE_UNUSED_FOR_S) -> list[Path]:
+    """Keep the `keep` most recently used builds of this recipe and any used within
+    `unused_for_s` (other checkouts of other versions share the cache and may be booting
+    from theirs now); drop the rest and the saved guest states made from them."""
+    now = time.time() if now is None else now
     builds = sorted((p for p in cache.images.glob(f"{recipe.name}-*") if (p / MANIFEST).exists()
                      and p.name[len(recipe.name) + 1:].isalnum()),
-                    key=lambda p: (p / MANIFEST).stat().st_mtime, reverse=True)
-    removed = builds[keep:]
+                    key=last_used, reverse=True)
+    removed = [p for p in builds[keep:] if now - last_used(p) > unused_for_s]
+    # Half-built trees of builds that were killed (SIGKILL, a CI timeout): ~0.7 GiB each.
+    for work in cache.images.glob(f".{recipe.name}-*.tmp-*"):
+        pid = work.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            removed.append(work)
     for folder in removed:
+        if folder.name.startswith("."):
+            _unmount_below(folder)  # a killed mmdebstrap leaves /proc, /sys, /dev/pts mounted
+            if _mounts_below(folder):
+                removed.remove(folder)
+                continue  # never recurse into a mounted file system
         shutil.rmtree(folder, ignore_errors=True)
     for snapshot in cache.snapshots.iterdir():
         try:

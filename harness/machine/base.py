@@ -19,6 +19,7 @@ from harness.accel import Accel
 from harness.balloon import Balloon
 from harness.config import BootPath, Timeouts, VMSpec
 from harness.errors import HarnessError, WaitTimeout, indent
+from harness.host.placement import Placement
 from harness.image.guest_image import GuestImage, ImageKind
 from harness.image.sshkey import HostKey, SshKey
 from harness.ssh import GuestShell, SshUnavailable
@@ -113,6 +114,8 @@ class Machine(abc.ABC):
         #: Ready also means cloud-init finished, where cloud-init configures the guest. The
         #: bench turns this off to time only "SSH answers" for the naive image.
         self.wait_for_cloud_init = True
+        #: Host budget cgroup and evidence folder of a scenario (set by the factory).
+        self.placement: Placement | None = None
 
     # -- what a backend provides ---------------------------------------------------------
     @abc.abstractmethod
@@ -143,15 +146,15 @@ class Machine(abc.ABC):
     def host_rss_mib(self) -> float | None:
         """Resident memory of the hypervisor process on the host."""
 
-    def process_memory(self) -> ProcessMemory | None:
-        """The hypervisor process's memory split into private and shared (file) pages, where
-        the backend can see the process."""
+    def host_pid(self) -> int | None:
+        """The hypervisor process while it runs (None when unknown or gone)."""
         return None
 
-    @property
-    def pid(self) -> int | None:
-        """The hypervisor process, where the backend started it itself."""
-        return None
+    def process_memory(self) -> ProcessMemory | None:
+        """The hypervisor process's memory split into private and shared (file) pages, and
+        its host swap, where the host can see the process."""
+        pid = self.host_pid()
+        return read_process_memory(pid) if pid else None
 
     @property
     def name(self) -> str:

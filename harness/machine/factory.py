@@ -14,6 +14,7 @@ from harness.accel import Accel
 from harness.config import Backend, VMSpec
 from harness.errors import ConfigError
 from harness.guestcode import bundle_digest, install_guest_code
+from harness.host.placement import Placement
 from harness.image.guest_image import GuestImage
 from harness.image.sshkey import SshKey
 from harness.machine.base import Machine
@@ -51,6 +52,9 @@ class MachineFactory:
     ram_mode: RamMode = field(default_factory=lambda: RamMode.SHARED if shared_ram_supported() else RamMode.STREAMED)
     machines: list[Machine] = field(default_factory=list)
     starts: list[StartRecord] = field(default_factory=list)
+    #: Where the machines it makes run (a scenario's budget cgroup and evidence folder);
+    #: templates booted to be saved never get it.
+    placement: Placement | None = None
     _counter: int = 0
 
     def create(self, spec: VMSpec | None = None, **overrides) -> Machine:
@@ -67,6 +71,7 @@ class MachineFactory:
         instance_id = f"bh-{self.run.run_id}-{spec.name}-{self._counter}"
         vm_dir = self.run.vm_dir(f"{spec.name}-{self._counter}")
         machine = self._construct(spec, vm_dir, instance_id)
+        machine.placement = self.placement
         self.machines.append(machine)
         return machine
 

@@ -22,7 +22,8 @@ from xml.sax.saxutils import escape, quoteattr
 from harness.accel import TCG_TB_SIZE_MIB, Accel
 from harness.balloon import Balloon, BalloonState, GuestMemoryStats
 from harness.config import VMSpec
-from harness.errors import HarnessError, LaunchError, MissingDependency
+from harness.errors import ConfigError, HarnessError, LaunchError, MissingDependency
+from harness.host.placement import GUEST_PORT_NAME
 from harness.image.guest_image import GuestImage
 from harness.image.sshkey import SshKey
 from harness.machine.base import CMDLINE, PROCESS_LOG, Machine
@@ -121,11 +122,13 @@ def harness_metadata(run_id: str, vm_name: str, owner: Owner) -> str:
             f"<vm>{escape(vm_name)}</vm>{owner.to_xml()}</{METADATA_KEY}:harness>")
 
 
-def domain_xml(name: str, spec: VMSpec, image: GuestImage, accel: Accel, files: VmFiles, run_id: str) -> str:
+def domain_xml(name: str, spec: VMSpec, image: GuestImage, accel: Accel, files: VmFiles, run_id: str,
+               *, stream_file: Path | None = None, partition: str | None = None) -> str:
     """The domain for `spec`. User-mode networking with a host port forward is not in
     libvirt's slirp model, so it is passed to QEMU as <qemu:commandline>: the guest sees
     the same fixed addresses (10.0.2.15 via 10.0.2.2) as under the embedded backend. It
-    takes the last PCI slot, which libvirt does not hand out before it runs out of others."""
+    takes the last PCI slot, which libvirt does not hand out before it runs out of others.
+    A host memory budget is a resource partition shared by the scenario's domains."""
     dtype = "kvm" if accel is Accel.KVM else "qemu"
     cpu = "<cpu mode='host-passthrough'/>" if accel is Accel.KVM else "<cpu mode='maximum'/>"
     tcg = "" if accel is Accel.KVM else f"<tcg><tb-cache unit='MiB'>{TCG_TB_SIZE_MIB}</tb-cache></tcg>"
@@ -134,8 +137,12 @@ def domain_xml(name: str, spec: VMSpec, image: GuestImage, accel: Accel, files: 
                    f"<cmdline>{escape(kernel_cmdline(spec, image))}</cmdline>")
     else:
         os_boot = "<boot dev='hd'/>"
+    balloon = "".join(f" {attr}='on'" for attr, on in (("autodeflate", spec.balloon.deflate_on_oom),
+                                                        ("freePageReporting", spec.balloon.free_page_reporting)) if on)
+    resource = f"<resource><partition>{escape(partition)}</partition></resource>" if partition else ""
+    stream = quoteattr(str(stream_file or files.stream))
     return f"""<domain type='{dtype}' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
-  <name>{escape(name)}</name>
+  <name>{escape(name)}</name>{resource}
   <metadata>{harness_metadata(run_id, spec.name, Owner.current())}</metadata>
   <memory unit='MiB'>{spec.memory_mib}</memory>
   <currentMemory unit='MiB'>{spec.memory_mib}</currentMemory>
@@ -155,7 +162,8 @@ def domain_xml(name: str, spec: VMSpec, image: GuestImage, accel: Accel, files: 
     </disk>
     <serial type='file'><source path={quoteattr(str(files.serial))}/><target port='0'/></serial>
     <console type='file'><source path={quoteattr(str(files.serial))}/><target type='serial' port='0'/></console>
-    <memballoon model='virtio'><stats period='{spec.balloon_stats_interval_s}'/></memballoon>
+    <memballoon model='virtio'{balloon}><stats period='{spec.balloon_stats_interval_s}'/></memballoon>
+    <channel type='file'><source path={stream} append='on'/><target type='virtio' name='{GUEST_PORT_NAME}'/></channel>
     <video><model type='none'/></video>
   </devices>
   <seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>
@@ -217,9 +225,15 @@ class LibvirtMachine(Machine):
         libvirt = _libvirt()
         prepare_vm_disks(self.files, self.image.disk, self.image.disk_format,
                          seed_spec_for(self.spec, self.image, self.key, self.instance_id, self.host_key))
-        self._xml = domain_xml(self.domain_name, self.spec, self.image, self.accel, self.files, self.run.run_id)
+        placement = self.placement
+        self._xml = domain_xml(self.domain_name, self.spec, self.image, self.accel, self.files, self.run.run_id,
+                               stream_file=placement.stream_file(self.name) if placement else None,
+                               partition=placement.libvirt_partition if placement else None)
         (self.vm_dir / "domain.xml").write_text(self._xml)
         self.conn = connect(self.uri)
+        if self.spec.balloon.free_page_reporting and self.conn.getLibVersion() < 6_009_000:
+            raise ConfigError("This libvirt is older than 6.9 and has no <memballoon freePageReporting>.",
+                              fix="turn free_page_reporting off for libvirt guests, or use the qemu backend.")
         try:
             # AUTODESTROY: libvirtd destroys the domain when this connection closes, which
             # includes this process dying.
@@ -293,6 +307,14 @@ class LibvirtMachine(Machine):
                                                               libvirt.VIR_DOMAIN_PAUSED_IOERROR):
             return f"the guest is paused after an error (reason {reason})"
         return None
+
+    def host_pid(self) -> int | None:
+        """QEMU's pid, from the pid file libvirtd writes (root's qemu:///system)."""
+        try:
+            pid = int(Path(f"/run/libvirt/qemu/{self.domain_name}.pid").read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if self.domain is not None and Path(f"/proc/{pid}").exists() else None
 
     def host_rss_mib(self) -> float | None:
         try:

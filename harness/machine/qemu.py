@@ -10,6 +10,7 @@ process is SIGKILLed; `balloon-harness reap` removes the files such a death leav
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import re
@@ -25,7 +26,8 @@ from pathlib import Path
 from harness.accel import Accel, qemu_accel_args
 from harness.balloon import MIB, Balloon, BalloonState, GuestMemoryStats
 from harness.config import BootPath, SwapKind, VMSpec
-from harness.errors import HarnessError, ImageError, LaunchError
+from harness.errors import ConfigError, HarnessError, ImageError, LaunchError
+from harness.host.placement import GUEST_PORT_NAME, GUEST_STREAM
 from harness.hosttools import require_tool
 from harness.image.guest_image import GuestImage, ImageKind
 from harness.image.seed import SeedSpec, write_seed_iso
@@ -37,8 +39,6 @@ from harness.machine.base import (
     SEED_COPY,
     SERIAL_LOG,
     Machine,
-    ProcessMemory,
-    read_process_memory,
 )
 from harness.machine.qmp import QmpConnection, QmpError
 from harness.machine.sharedram import RAM_ID, DiscardGuard, RamMode, memory_backend
@@ -68,6 +68,46 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def _child_setup(cgroup_procs: Path | None):
+    """What the child does between fork and exec: die with its parent and, with a host
+    memory budget, move itself into the budget cgroup (writing "0" moves the writer), so
+    that every page QEMU ever touches is charged to the budget and the harness, which
+    never joins it, cannot be the host OOM killer's victim."""
+    path = os.fsencode(cgroup_procs) if cgroup_procs is not None else None
+
+    def setup() -> None:
+        _die_with_parent()
+        if path is not None:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+    return setup
+
+
+@functools.cache
+def balloon_properties(binary: str) -> frozenset[str]:
+    """The virtio-balloon-pci properties this QEMU knows (QEMU 7.2 has free-page-reporting,
+    deflate-on-oom, guest-stats-polling-interval; older ones may lack some)."""
+    try:
+        out = subprocess.run([binary, "-device", "virtio-balloon-pci,help"], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return frozenset()
+    return frozenset(m[1] for m in re.finditer(r"^\s+([a-z0-9_-]+)=", out, re.M))
+
+
+def check_balloon_device(spec: VMSpec, binary: str) -> None:
+    wanted = [name for name, on in (("free-page-reporting", spec.balloon.free_page_reporting),
+                                    ("deflate-on-oom", spec.balloon.deflate_on_oom)) if on]
+    known = balloon_properties(binary)
+    missing = [name for name in wanted if known and name not in known]
+    if missing:
+        raise ConfigError(f"This QEMU ({binary}) has no virtio-balloon property {', '.join(missing)}.",
+                          fix="turn the option off in the scenario, or use QEMU >= 5.1 (free-page-reporting).")
+
+
 @dataclass(frozen=True)
 class VmFiles:
     """Everything one VM owns on the host; all of it lives in its run folder."""
@@ -93,6 +133,11 @@ class VmFiles:
     @property
     def pidfile(self) -> Path:
         return self.root / "qemu.pid"
+
+    @property
+    def stream(self) -> Path:
+        """The guest port's output when the machine has no placement of its own."""
+        return self.root / GUEST_STREAM
 
 
 def create_overlay(base: Path, base_format: str, overlay: Path) -> None:
@@ -141,9 +186,11 @@ def kernel_cmdline(spec: VMSpec, image: GuestImage) -> str:
 
 
 def build_argv(spec: VMSpec, image: GuestImage, accel: Accel, files: VmFiles,
-               *, incoming: bool = False, ram_image: Path | None = None, ram_private: bool = True) -> list[str]:
+               *, incoming: bool = False, ram_image: Path | None = None, ram_private: bool = True,
+               stream_file: Path | None = None) -> list[str]:
     """`ram_image`: the guest's RAM lives in this file (the template: share=on; a restored
-    guest: copy-on-write over it, `ram_private`). Otherwise anonymous RAM."""
+    guest: copy-on-write over it, `ram_private`). Otherwise anonymous RAM. `stream_file`:
+    where the guest sampler's port is written (a scenario's run folder; else the VM folder)."""
     shared_template = ram_image is not None and ram_private
     argv = [qemu_binary(), "-name", f"guest={spec.name},debug-threads=on",
             "-machine", f"pc,memory-backend={RAM_ID}", *qemu_accel_args(accel),
@@ -167,7 +214,12 @@ def build_argv(spec: VMSpec, image: GuestImage, accel: Accel, files: VmFiles,
              # Port 0: slirp picks a free host port, read back over QMP. No races under xdist.
              "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22",
              "-device", "virtio-net-pci,netdev=net0,romfile=",
-             "-device", "virtio-balloon-pci,id=balloon0"]
+             "-device", "virtio-balloon-pci,id=balloon0" + spec.balloon.qemu_properties(),
+             # The guest sampler's live stream (harness.host.placement): always present, so
+             # that every saved state has the same devices.
+             "-device", "virtio-serial-pci,id=vser0",
+             "-chardev", f"file,id=bhport,append=on,path={_qemu_path(stream_file or files.stream)}",
+             "-device", f"virtserialport,bus=vser0.0,chardev=bhport,name={GUEST_PORT_NAME}"]
     if incoming:
         argv += ["-incoming", "defer"]
     argv += list(spec.extra_qemu_args)
@@ -178,6 +230,10 @@ def machine_signature(spec: VMSpec, image: GuestImage, accel: Accel) -> str:
     """The command line a saved state must be restored with, without the per-VM paths and
     name: part of the saved state's key."""
     return shlex.join(build_argv(spec.with_(name="template"), image, accel, VmFiles(Path("/vm")), incoming=True))
+
+
+def _qemu_path(path: Path) -> str:
+    return str(path).replace(",", ",,")  # a comma ends a QEMU option value unless doubled
 
 
 class QemuBalloon(Balloon):
@@ -243,11 +299,12 @@ class QemuMachine(Machine):
             return {"ram_image": self.saved.ram_image, "ram_private": True}
         return {}
 
-    def _preexec(self):
+    def _preexec(self, cgroup_procs: Path | None):
         guard = DiscardGuard() if self.ram_mode is RamMode.SHARED else None
+        setup = _child_setup(cgroup_procs)
 
         def run() -> None:  # in the child, between fork and exec
-            _die_with_parent()
+            setup()
             if guard is not None:
                 guard.install()
         return run
@@ -257,9 +314,12 @@ class QemuMachine(Machine):
         base, fmt = (self.saved.disk, "qcow2") if self.saved else (self.image.disk, self.image.disk_format)
         prepare_vm_disks(self.files, base, fmt,
                          seed_spec_for(self.spec, self.image, self.key, self.instance_id, self.host_key))
+        check_balloon_device(self.spec, qemu_binary())
         self.clock.mark("disks")
+        placement = self.placement
         self._argv = build_argv(self.spec, self.image, self.accel, self.files,
-                                incoming=self.restored, **self._ram_args())
+                                incoming=self.restored, **self._ram_args(),
+                                stream_file=placement.stream_file(self.name) if placement else None)
         (self.vm_dir / CMDLINE).write_text(self.command_line() + "\n")
         self.qmp = QmpConnection(self.name, self.files.qmp_socket, self.vm_dir / QMP_LOG)
         self.qmp.listen()
@@ -267,7 +327,8 @@ class QemuMachine(Machine):
             try:
                 self.process = subprocess.Popen(
                     self._argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    preexec_fn=self._preexec(), start_new_session=True, close_fds=True)
+                    preexec_fn=self._preexec(placement.cgroup_procs if placement else None),
+                    start_new_session=True, close_fds=True)
             except OSError as exc:
                 raise LaunchError(f"Cannot execute QEMU for {self.name}: {exc}.",
                                   command=self._argv,
@@ -361,18 +422,15 @@ class QemuMachine(Machine):
             return f"the guest is in QEMU run state {status!r}{hint}"
         return None
 
+    def host_pid(self) -> int | None:
+        return self.process.pid if self.process is not None and self.process.poll() is None else None
+
+    def exit_status(self) -> int | None:
+        return self.process.poll() if self.process is not None else None
+
     def host_rss_mib(self) -> float | None:
         memory = self.process_memory()
         return memory.rss_mib if memory else None
-
-    def process_memory(self) -> ProcessMemory | None:
-        if self.process is None or self.process.poll() is not None:
-            return None
-        return read_process_memory(self.process.pid)
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None and self.process.poll() is None else None
 
     # -- boot once, restore many -------------------------------------------------------
     def restore_from(self, saved: SavedState) -> None:

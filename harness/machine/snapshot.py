@@ -8,7 +8,7 @@ migration stream with the RAM in it (state.bin), loaded into anonymous memory. W
 part of the key.
 
 The saved state is keyed by everything that shapes it (image, memory, vCPUs, swap, boot
-path, accelerator, QEMU version), kept in the image cache, created under a file lock (so
+path, balloon device options, accelerator, QEMU version), kept in the image cache, created under a file lock (so
 xdist workers and parallel jobs share one), and published by rename (never half-written).
 Each restored guest gets its own copy-on-write overlay on the frozen disk; per-VM state is
 fixed after `cont`: clock, hostname, and the kernel RNG (reseeded from the host).
@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 #: 2: the saved guest has a host key of its own, recorded in meta.json.
 #: 3: and a RAM image mapped by restored guests (ram.img + devices.bin), or state.bin.
-SNAPSHOT_VERSION = "3"
+#: 4: every machine has the virtio-serial evidence port.
+SNAPSHOT_VERSION = "4"
 DISK, STATE, META = "disk.qcow2", "state.bin", "meta.json"
 RAM_IMAGE, DEVICE_STATE = "ram.img", "devices.bin"
 
@@ -114,7 +115,9 @@ def snapshot_key(image_identity: str, spec: VMSpec, accel: str, qemu_binary: str
     option that changes it (and so the device state a restore must match) keys a new state."""
     parts = [SNAPSHOT_VERSION, image_identity, str(spec.memory_mib), str(spec.cpus), str(spec.swap),
              spec.boot_path.value, str(spec.balloon_stats_interval_s), accel, _qemu_version(qemu_binary),
-             machine_signature]
+             # Device properties are in the migration stream: a restore needs the same ones
+             # (the command line holds them too, where the caller has one).
+             spec.balloon.qemu_properties(), machine_signature]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
 
 

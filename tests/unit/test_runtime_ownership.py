@@ -3,9 +3,11 @@
 which QMP socket a root QEMU talks to. Real users (root and nobody), real files and links."""
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,15 @@ def victim(tmp_path):
         (folder / name).mkdir(parents=True)
         (folder / name / "keep.conf").write_text("precious\n")
     return folder
+
+
+@pytest.fixture
+def short_tmp():
+    """A folder with a short path: VM folders under pytest's tmp_path (with xdist's popen-gwN)
+    can be too deep for a unix socket, which the harness refuses."""
+    path = Path(tempfile.mkdtemp(prefix="bh-t-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def intact(folder: Path) -> bool:
@@ -109,8 +120,8 @@ def test_links_inside_our_folder_are_never_followed(tmp_path, monkeypatch, victi
     assert intact(victim)
 
 
-def test_created_folders_are_ours_and_private(tmp_path, monkeypatch):
-    monkeypatch.setenv("BALLOON_HARNESS_RUNTIME", str(tmp_path / "runtime"))
+def test_created_folders_are_ours_and_private(short_tmp, monkeypatch):
+    monkeypatch.setenv("BALLOON_HARNESS_RUNTIME", str(short_tmp / "runtime"))
     run = current_run()
     for path in (runtime_root(), run.path.parent, run.path, run.vm_dir("vm-1")):
         st = path.lstat()
@@ -128,3 +139,26 @@ def test_unprivileged_user_gets_its_own_private_runtime(nobody_python, shared_tm
     proc = nobody_python.run(code, env={"BALLOON_HARNESS_RUNTIME": str(runtime)})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:3] == ["65534 0o700"] * 3, proc.stdout
+
+
+def test_a_changed_runtime_folder_gets_a_run_of_its_own(tmp_path, monkeypatch):
+    """The run is cached per process: a test (or a caller) that points the runtime elsewhere
+    must not leave later VMs in the old folder (a CI run got 'AF_UNIX path too long' so)."""
+    monkeypatch.setenv("BALLOON_HARNESS_RUNTIME", str(tmp_path / "a"))
+    first = current_run()
+    monkeypatch.setenv("BALLOON_HARNESS_RUNTIME", str(tmp_path / "b"))
+    second = current_run()
+    assert first.path.parent.parent == tmp_path / "a"
+    assert second.path.parent.parent == tmp_path / "b"
+
+
+def test_a_vm_folder_too_deep_for_its_sockets_is_refused_clearly(tmp_path, short_tmp, monkeypatch):
+    deep = tmp_path / ("d" * 60) / "runtime"
+    monkeypatch.setenv("BALLOON_HARNESS_RUNTIME", str(deep))
+    with pytest.raises(HarnessError) as info:
+        current_run().vm_dir("vm-1")
+    text = str(info.value)
+    assert "unix sockets" in text and "BALLOON_HARNESS_RUNTIME" in text
+    # A folder that fits is accepted.
+    monkeypatch.setenv("BALLOON_HARNESS_RUNTIME", str(short_tmp / "r"))
+    assert current_run().vm_dir("vm-1").is_dir()
