@@ -96,7 +96,7 @@ def test_restored_guests_share_the_saved_ram_image(vm_factory):
     assert first.ram_mode is RamMode.SHARED and second.ram_mode is RamMode.SHARED
     assert first.saved.ram_image == second.saved.ram_image
     for machine in (first, second):
-        mapped = mapping_kib(machine.pid, first.saved.ram_image)
+        mapped = mapping_kib(machine.host_pid(), first.saved.ram_image)
         # The guest's RAM is that file, mapped privately; what the guest has read of it is
         # resident as shared page cache, what it wrote is its own copy.
         assert mapped["Rss"] > 50 * 1024 and mapped["Shared_Clean"] > 0, mapped

@@ -7,4 +7,4 @@ from pathlib import Path
 
 def test_leaves_a_qemu_behind(vm_session):
     machine = vm_session.factory().start(name="leaked")  # never closed, on purpose
-    Path(os.environ["BH_LEAK"]).write_text(str(machine.pid))
+    Path(os.environ["BH_LEAK"]).write_text(str(machine.host_pid()))

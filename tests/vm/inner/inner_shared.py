@@ -7,7 +7,7 @@ import os
 
 def record(shared_vm, test: str) -> None:
     boot_id = shared_vm.ssh.run("cat /proc/sys/kernel/random/boot_id").stdout.strip()
-    entry = {"test": test, "pid": shared_vm.pid, "instance": shared_vm.instance_id, "boot_id": boot_id,
+    entry = {"test": test, "pid": shared_vm.host_pid(), "instance": shared_vm.instance_id, "boot_id": boot_id,
              "vm_dir": str(shared_vm.vm_dir), "name": shared_vm.name}
     with open(os.environ["BH_REPORT"], "a") as fh:
         fh.write(json.dumps(entry) + "\n")
