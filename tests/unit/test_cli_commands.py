@@ -89,7 +89,8 @@ def test_doctor_fails_on_a_missing_requirement_and_names_the_fix(private_env, tm
 
 def test_doctor_looks_at_the_qemu_the_harness_will_use(private_env, tmp_path):
     cached_image(tmp_path / "cache")
-    done = cli("doctor", env={**private_env, "BALLOON_HARNESS_QEMU": str(tmp_path / "no-qemu")})
+    # Wide enough for the path of an xdist worker's tmp_path on one line of the table.
+    done = cli("doctor", env={**private_env, "BALLOON_HARNESS_QEMU": str(tmp_path / "no-qemu"), "COLUMNS": "400"})
     assert done.returncode == 1, done.stdout
     assert re.search(r"BALLOON_HARNESS_QEMU=\S*no-qemu is not an executable", done.stdout), done.stdout
 
