@@ -76,7 +76,8 @@ def measure(series: Series, repeats: int, once: Callable[[], tuple[float, float 
 
 
 def run_bench(options: HarnessOptions, repeats: int = 3, naive: bool = True, guest_daemon: bool = True,
-              log: Callable[[str], None] = print, restores: int = 5, libvirt: bool = True) -> dict:
+              log: Callable[[str], None] = print, restores: int = 5, libvirt: bool = True,
+              idle_window_s: float | None = None) -> dict:
     """Naive image, harness cold boot and restore (both RAM paths), the cost of many guests,
     libvirt, the daemon: side by side in one run on this machine."""
     session = HarnessSession.open(options, progress=log)
@@ -106,7 +107,7 @@ def run_bench(options: HarnessOptions, repeats: int = 3, naive: bool = True, gue
     result["qemu_rss_mib"] = round(statistics.median(rss), 1) if rss else None
     result["qemu_rss_cold_mib"] = round(statistics.median(cold.rss_mib), 1) if cold.rss_mib else None
     result["qemu_rss_restored_mib"] = round(statistics.median(shared.rss_mib), 1) if shared.rss_mib else None
-    result.update(many_guests(session, log))
+    result.update(many_guests(session, log, idle_window_s=idle_window_s or IDLE_WINDOW_S))
     if libvirt:
         result.update(libvirt_bench(session, repeats, log))
     if naive:
@@ -157,7 +158,8 @@ def restore_series(session: HarnessSession, mode: RamMode, repeats: int,
 IDLE_WINDOW_S = 20.0
 
 
-def many_guests(session: HarnessSession, log: Callable[[str], None], count: int = 4) -> dict:
+def many_guests(session: HarnessSession, log: Callable[[str], None], count: int = 4,
+                idle_window_s: float = IDLE_WINDOW_S) -> dict:
     """Idle guests restored from one saved state: host memory of one alone, then of `count`
     together (PSS: pages they share counted once), for both RAM paths; idle CPU with one and
     with `count`; what the balloon gives back from a guest that maps the shared RAM image."""
@@ -170,7 +172,7 @@ def many_guests(session: HarnessSession, log: Callable[[str], None], count: int 
             first = factory.start(name="idle0")
             one = group_memory([m for m in [first.process_memory()] if m])
             if mode is RamMode.SHARED:
-                cpu_one = measure_cpu([first.host_pid()], IDLE_WINDOW_S)
+                cpu_one = measure_cpu([first.host_pid()], idle_window_s)
             guests = [first] + [factory.start(name=f"idle{i}") for i in range(1, count)]
             together = group_memory([m for g in guests if (m := g.process_memory())])
             result[f"rss_1_{key}_mib"] = one.total_mib
@@ -179,9 +181,9 @@ def many_guests(session: HarnessSession, log: Callable[[str], None], count: int 
             log(f"{count} idle guests ({mode.value} RAM): {together.total_mib:.0f} MiB together (PSS; "
                 f"RSS would add up to {together.rss_sum_mib:.0f}), one alone {one.total_mib:.0f} MiB")
             if mode is RamMode.SHARED:
-                cpu_all = measure_cpu([g.host_pid() for g in guests], IDLE_WINDOW_S)
+                cpu_all = measure_cpu([g.host_pid() for g in guests], idle_window_s)
                 result.update(idle_cpu_pct_1=cpu_one.mean_percent, idle_cpu_pct_4=cpu_all.mean_percent,
-                              idle_cpu_pct_4_each=list(cpu_all.percent), idle_window_s=IDLE_WINDOW_S)
+                              idle_cpu_pct_4_each=list(cpu_all.percent), idle_window_s=idle_window_s)
                 log(f"idle CPU per guest: 1 guest {cpu_one.mean_percent:.1f} %, {count} guests "
                     f"{cpu_all.mean_percent:.1f} % of a core each")
                 result.update(balloon_return(first, log))
@@ -288,9 +290,14 @@ CONTRACT_KEYS = ("accel", "naive_boot_s", "cold_boot_s", "restore_ready_s", "res
                  "idle_cpu_pct_4", "daemon_reaction_guest_s", "libvirt_cold_boot_s", "qemu_rss_mib")
 
 
+#: --quick: every part once, idle CPU over this many seconds (a check that the bench runs here).
+QUICK_IDLE_WINDOW_S = 2.0
+
+
 def main_bench(options: HarnessOptions, repeats: int, naive: bool = True, guest_daemon: bool = True,
-               libvirt: bool = True) -> int:
-    result = run_bench(options, repeats, naive=naive, guest_daemon=guest_daemon, libvirt=libvirt)
+               libvirt: bool = True, quick: bool = False) -> int:
+    result = run_bench(options, 1 if quick else repeats, naive=naive, guest_daemon=guest_daemon, libvirt=libvirt,
+                       restores=1 if quick else 5, idle_window_s=QUICK_IDLE_WINDOW_S if quick else None)
     print(render(result))
     head = {k: result.get(k) for k in CONTRACT_KEYS}
     print(json.dumps({**head, **result}))

@@ -20,16 +20,15 @@ console = Console(stderr=False, width=None if sys.stdout.isatty() or "COLUMNS" i
 
 
 def _options_args(parser: argparse.ArgumentParser) -> None:
-    from harness.session import HarnessOptions, env_default
-    defaults = HarnessOptions  # its field defaults, shared with the pytest options
-    parser.add_argument("--accel", choices=["auto", "kvm", "tcg"], default=env_default("ACCEL", defaults.accel))
-    parser.add_argument("--image", default=env_default("IMAGE", "") or None,
-                        help="recipe name, cloud image path, or URL#sha256=HEX")
+    from harness.session import ACCEL_CHOICES, BACKEND_CHOICES, HarnessOptions
+    defaults = HarnessOptions.from_env()  # BALLOON_HARNESS_* (shared with the pytest options)
+    parser.add_argument("--accel", choices=ACCEL_CHOICES, default=defaults.accel)
+    parser.add_argument("--image", default=defaults.image, help="recipe name, cloud image path, or URL#sha256=HEX")
     parser.add_argument("--memory", type=int, default=defaults.memory_mib, help="MiB")
     parser.add_argument("--cpus", type=int, default=defaults.cpus)
     parser.add_argument("--swap", default=defaults.swap, help="none, file:MIB or zram:MIB")
-    parser.add_argument("--backend", choices=["qemu", "libvirt"], default=env_default("BACKEND", defaults.backend))
-    parser.add_argument("--libvirt-uri", default=env_default("LIBVIRT_URI", "") or None)
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default=defaults.backend)
+    parser.add_argument("--libvirt-uri", default=defaults.libvirt_uri)
 
 
 def _options(args: argparse.Namespace):
@@ -114,7 +113,7 @@ def cmd_reap(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from harness.bench import main_bench
     return main_bench(_options(args), args.repeats, naive=not args.no_naive, guest_daemon=not args.no_daemon,
-                      libvirt=not args.no_libvirt)
+                      libvirt=not args.no_libvirt, quick=args.quick)
 
 
 def _scenario_factory(args: argparse.Namespace):
@@ -323,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-naive", action="store_true", help="skip the naive image (saves its build)")
     bench.add_argument("--no-daemon", action="store_true", help="skip the daemon benchmark in a guest")
     bench.add_argument("--no-libvirt", action="store_true", help="skip the libvirt boot figures")
+    bench.add_argument("--quick", action="store_true",
+                       help="every part once, short idle windows: checks that the bench runs (figures not for comparing)")
     bench.set_defaults(func=cmd_bench)
 
     for name, func, text in (("run", cmd_run, "run a scenario once"),
@@ -391,10 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s: %(message)s")
     try:
+        args = build_parser().parse_args(argv)  # a bad BALLOON_HARNESS_* default fails here
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                            format="%(asctime)s %(name)s: %(message)s")
         return args.func(args)
     except HarnessError as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)  # paths stay whole

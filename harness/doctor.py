@@ -35,8 +35,13 @@ def _version(argv: list[str]) -> str:
         return "?"
 
 
-def _tool(name: str, version_args: list[str] | None, required: bool = True) -> Check:
-    path = find_tool(name)
+def _tool(name: str, version_args: list[str] | None, required: bool = True, env: str | None = None) -> Check:
+    """`env`: a variable that names the program to use instead of the one on PATH."""
+    chosen = os.environ.get(env) if env else None
+    path = find_tool(chosen or name)
+    if chosen and not path:
+        return Check(name, False, f"{env}={chosen} is not an executable",
+                     f"point {env} at a {name} binary, or unset it to use the one on PATH", required)
     if not path:
         return Check(name, False, "not installed", install_hint(name), required)
     return Check(name, True, f"{path} ({_version([path, *version_args])})" if version_args else path,
@@ -46,7 +51,7 @@ def _tool(name: str, version_args: list[str] | None, required: bool = True) -> C
 def run_checks(cache: ImageCache | None = None) -> list[Check]:
     cache = cache or ImageCache.default()
     checks = [
-        _tool("qemu-system-x86_64", ["--version"]),
+        _tool("qemu-system-x86_64", ["--version"], env="BALLOON_HARNESS_QEMU"),
         _tool("qemu-img", ["--version"]),
         _tool("mmdebstrap", ["--version"]),
         _tool("mkfs.ext4", None),

@@ -37,28 +37,31 @@ from harness.runtime import peek_run
 from harness.scenario.model import Scenario, find_scenario, load_scenario
 from harness.scenario.runner import RunResult
 from harness.scenario.runner import run_scenario as run_scenario_once
-from harness.session import HarnessOptions, HarnessSession, artifacts_root, env_default
+from harness.session import ACCEL_CHOICES, BACKEND_CHOICES, HarnessOptions, HarnessSession, artifacts_root
 
 log = logging.getLogger(__name__)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("balloon-harness", "VMs under memory overcommit")
-    defaults = HarnessOptions
-    group.addoption("--vm-accel", choices=["auto", "kvm", "tcg"], default=env_default("ACCEL", defaults.accel),
+    try:
+        defaults = HarnessOptions.from_env()  # BALLOON_HARNESS_* (shared with the CLI)
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    group.addoption("--vm-accel", choices=list(ACCEL_CHOICES), default=defaults.accel,
                     help="accelerator: auto picks KVM only where it really works (default auto)")
-    group.addoption("--vm-image", default=env_default("IMAGE", "") or None,
+    group.addoption("--vm-image", default=defaults.image,
                     help="guest image: a recipe name (default debian-bookworm, built offline), "
                          "a local cloud image path, or URL#sha256=HEX")
-    group.addoption("--vm-memory", type=int, default=int(env_default("MEMORY", str(defaults.memory_mib))),
+    group.addoption("--vm-memory", type=int, default=defaults.memory_mib,
                     help=f"guest memory in MiB (default {defaults.memory_mib})")
-    group.addoption("--vm-cpus", type=int, default=int(env_default("CPUS", str(defaults.cpus))),
+    group.addoption("--vm-cpus", type=int, default=defaults.cpus,
                     help=f"guest vCPUs (default {defaults.cpus})")
-    group.addoption("--vm-swap", default=env_default("SWAP", defaults.swap),
+    group.addoption("--vm-swap", default=defaults.swap,
                     help=f"guest swap: none, file:MIB or zram:MIB (default {defaults.swap})")
-    group.addoption("--vm-backend", choices=["qemu", "libvirt"], default=env_default("BACKEND", defaults.backend),
+    group.addoption("--vm-backend", choices=list(BACKEND_CHOICES), default=defaults.backend,
                     help="qemu (embedded, default) or libvirt")
-    group.addoption("--libvirt-uri", default=env_default("LIBVIRT_URI", "") or None,
+    group.addoption("--libvirt-uri", default=defaults.libvirt_uri,
                     help="libvirt URI (default qemu:///system as root, qemu:///session otherwise)")
     group.addoption("--vm-artifacts", default=None,
                     help="folder for VM evidence of failed tests (default ./artifacts)")

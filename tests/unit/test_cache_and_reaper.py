@@ -19,19 +19,34 @@ from harness.waiting import wait_for
 
 
 def test_lock_serializes_concurrent_processes(tmp_path):
-    """Two real processes take the same cache lock; their critical sections never overlap."""
-    script = textwrap.dedent(f"""
-        import sys, time, json
-        from harness.image.cache import ImageCache
-        cache = ImageCache(__import__('pathlib').Path({str(tmp_path / 'cache')!r}))
+    """While one real process holds a cache lock, another cannot take it; once the holder lets
+    go, it can. Causal (held, refused, released, granted), not a race of sleeps."""
+    setup = f"from pathlib import Path; from harness.image.cache import ImageCache; " \
+            f"cache = ImageCache(Path({str(tmp_path / 'cache')!r}))"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys
+        {setup}
         with cache.lock("image-x"):
-            start = time.time(); time.sleep(0.5); end = time.time()
-        print(json.dumps([start, end]))
-    """)
-    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    spans = sorted(json.loads(p.communicate(timeout=30)[0]) for p in procs)
-    assert spans[0][1] <= spans[1][0], spans
+            Path({str(tmp_path / "held")!r}).touch()
+            sys.stdin.readline()  # hold until the test says so
+    """)], stdin=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (tmp_path / "held").exists(), timeout=60, what="the holder to take the lock",
+                 abort=lambda: holder.poll() is not None and "the holder exited")
+
+        def try_once() -> str:
+            code = f"{setup}\ntry:\n    with cache.lock('image-x', timeout=0): print('granted')\n" \
+                   f"except Exception as exc: print('refused', type(exc).__name__)"
+            return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  timeout=60).stdout.strip()
+
+        assert try_once() == "refused ImageError"
+        holder.communicate("release\n", timeout=60)
+        assert holder.returncode == 0
+        assert try_once() == "granted"
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_half_written_image_is_invisible(tmp_path):

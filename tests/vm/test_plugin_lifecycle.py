@@ -7,18 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from child import INNER, child_pytest
+
 from harness.reaper import qemu_processes_under
 from harness.waiting import wait_for
 
-INNER = Path(__file__).parent / "inner"
-
-
-def child_pytest(args, tmp_path, env_extra=None, **popen):
-    env = {**os.environ, **(env_extra or {})}
-    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
-            f"--rootdir={tmp_path}", *args]
-    return subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **popen)
+# Each test here runs a whole pytest session of its own (two with xdist): one at a time, on
+# one worker, so that an outer `-n 2` never has more than three guests on the cores.
+pytestmark = pytest.mark.xdist_group("child-pytest")
 
 
 def test_two_vms_at_once_under_xdist(tmp_path):
@@ -123,3 +120,39 @@ def test_kill_9_of_pytest_then_reap_leaves_nothing(tmp_path):
                            capture_output=True, text=True, timeout=60)
     assert purge.returncode == 0, purge.stdout + purge.stderr
     assert not run_path.exists()
+
+
+def test_session_end_check_fails_the_run_and_kills_a_leaked_qemu(tmp_path):
+    """A test passes but leaves its QEMU running: the session fails, naming it, and the QEMU
+    is killed by the check itself, before the process exits (when it would die anyway)."""
+    leak = tmp_path / "leak"
+    proc = child_pytest(["-p", "leak_watch", str(INNER / "inner_leak.py")], tmp_path,
+                        {"BH_LEAK": str(leak), "PYTHONPATH": os.pathsep.join(filter(None, [
+                            str(INNER), os.environ.get("PYTHONPATH")]))})
+    out, _ = proc.communicate(timeout=600)
+    assert "1 passed" in out, out
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED, out
+    pid = int(leak.read_text())
+    assert f"1 QEMU process(es) leaked by this run: [{pid}]; killing" in out, out
+    assert (tmp_path / "leak.at-exit").read_text() == "dead", "the check did not kill the leaked QEMU"
+
+
+def test_shared_vm_is_one_guest_for_the_session_and_keeps_its_evidence(tmp_path):
+    """Two tests see the same `shared_vm` (one QEMU, one boot); it stops when the session
+    ends, and since a test failed, its evidence is kept under session-shared_vm-*."""
+    report, artifacts = tmp_path / "report.jsonl", tmp_path / "art"
+    proc = child_pytest([str(INNER / "inner_shared.py"), f"--vm-artifacts={artifacts}"], tmp_path,
+                        {"BH_REPORT": str(report)})
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 1 and "1 failed, 2 passed" in out and "deliberate failure" in out, out
+    first, second = (json.loads(line) for line in report.read_text().splitlines())
+    assert (first["test"], second["test"]) == ("first", "second")
+    for key in ("pid", "instance", "boot_id", "vm_dir"):
+        assert first[key] == second[key], key
+    assert not Path(first["vm_dir"]).exists(), "the shared guest's files outlived its session"
+    (folder,) = artifacts.iterdir()
+    assert folder.name.startswith("session-shared_vm-")
+    (vm_dir,) = folder.iterdir()
+    assert vm_dir.name == Path(first["vm_dir"]).name
+    assert "shared-guest-evidence" in (vm_dir / "dmesg.txt").read_text()
+    assert {"serial.log", "cmdline.txt", "qmp.jsonl"} <= {p.name for p in vm_dir.iterdir()}

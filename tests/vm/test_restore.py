@@ -8,7 +8,6 @@ import time
 import pytest
 
 from harness.balloon import BalloonController
-from harness.ledger import measure_clock_offset
 from harness.machine.sharedram import RamMode
 
 
@@ -56,15 +55,29 @@ def test_two_restored_vms_are_independent(vm_factory):
     assert a != b
 
 
-def test_restored_clock_matches_the_host(vm):
-    offset = measure_clock_offset(vm)
-    assert abs(offset) < 1.0, f"guest clock is {offset:+.3f} s off the host's"
+def test_restored_clock_matches_the_host(vm, vm_factory):
+    """The guest's clock is set from the host's as it is restored: it reads a time between the
+    moment its restore began and the moment the host got the answer (a guest left on the
+    template's clock reads the save time plus its seconds since the restore; how far that is
+    from the host's depends on the saved state's age: any earlier session's state is minutes
+    old). Causal bounds, whatever the latency."""
+    # `vm` made sure the saved state exists: it was saved before `restore_began`.
+    restore_began = time.time()
+    clocked = vm_factory.start(name="clock")
+    guest = float(clocked.ssh.run("date +%s.%N").stdout)
+    answered = time.time()
+    # 10 ms: `date -s @S.mmm` rounds to the millisecond.
+    assert restore_began - 0.01 <= guest <= answered + 0.01, \
+        f"guest clock {guest:.3f}: restore began {restore_began:.3f}, answer at {answered:.3f}"
 
 
 @pytest.mark.fresh_boot
 def test_fresh_boot_marker_boots(vm):
     assert not vm.restored
-    assert float(vm.ssh.run("cut -d' ' -f1 /proc/uptime").stdout) < 120
+    # Its kernel started after this QEMU did (a restored guest's uptime includes the
+    # template's boot); 1 %: the guest's clock against the host's.
+    uptime = float(vm.ssh.run("cut -d' ' -f1 /proc/uptime").stdout)
+    assert uptime <= (time.monotonic() - vm.started_at) * 1.01
     # The serial console of a cold boot holds kernel messages (loglevel 5: warnings and
     # worse; the initrd logs its steps at warning level).
     assert "bh-initrd: switch_root" in vm.serial_log.read_text()
@@ -72,11 +85,8 @@ def test_fresh_boot_marker_boots(vm):
 
 def test_restored_guest_keeps_swap_and_balloon(vm):
     assert "/swapfile" in vm.ssh.run("cat /proc/swaps").stdout
-    vm.balloon.set_target(768)
-    deadline = time.monotonic() + 60
-    while vm.balloon.state().actual_mib > 784 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert vm.balloon.state().actual_mib <= 784
+    result = BalloonController(vm.balloon).resize(768, timeout=vm.timeouts.command)
+    assert result.reached, result.describe()
 
 
 def test_restored_guests_share_the_saved_ram_image(vm_factory):
@@ -86,7 +96,7 @@ def test_restored_guests_share_the_saved_ram_image(vm_factory):
     assert first.ram_mode is RamMode.SHARED and second.ram_mode is RamMode.SHARED
     assert first.saved.ram_image == second.saved.ram_image
     for machine in (first, second):
-        mapped = mapping_kib(machine.pid, first.saved.ram_image)
+        mapped = mapping_kib(machine.host_pid(), first.saved.ram_image)
         # The guest's RAM is that file, mapped privately; what the guest has read of it is
         # resident as shared page cache, what it wrote is its own copy.
         assert mapped["Rss"] > 50 * 1024 and mapped["Shared_Clean"] > 0, mapped
