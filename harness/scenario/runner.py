@@ -28,6 +28,7 @@ from harness.host.budget import HostBudget
 from harness.host.placement import Placement
 from harness.machine.base import Machine
 from harness.machine.factory import MachineFactory
+from harness.machine.sharedram import RamMode
 from harness.scenario.evidence import HARNESS_EVENTS, HOST_LEDGER, RUN_META, JsonlAppender
 from harness.scenario.guest import GuestDriver
 from harness.scenario.monitor import GuestHandle, HostMonitor
@@ -156,6 +157,11 @@ class ScenarioRunner:
                               libvirt_partition=budget.libvirt_partition if budget else None,
                               evidence_dir=self.folder)
         previous, self.factory.placement = self.factory.placement, placement
+        # Under a budget every guest's RAM must be its own, charged to the budget: pages of a
+        # shared RAM image are charged to whichever cgroup first read them (and counted as
+        # reclaimable page cache), which would make the budget depend on other guests.
+        previous_ram, self.factory.ram_mode = self.factory.ram_mode, (RamMode.STREAMED if budget
+                                                                      else self.factory.ram_mode)
         started: dict[str, Machine] = {}
         try:
             self._say("starting " + ", ".join(f"{g.name} ({g.memory_mib} MiB, {g.cpus} vCPU, swap {g.swap})"
@@ -172,6 +178,7 @@ class ScenarioRunner:
                 raise errors[0]
         finally:
             self.factory.placement = previous
+            self.factory.ram_mode = previous_ram
         self._guests_started = True
         for name, machine in started.items():
             self._record({"event": "vm-ready", "vm": name, "pid": machine.host_pid(),

@@ -118,7 +118,10 @@ host_budget_held = true
 
 
 def test_mom_moves_memory_from_the_idle_guest_to_the_busy_one(run_scenario, vm_factory):
-    result = run_scenario(parse_scenario(TWO_GUESTS.format(budget=1100), "mom-pair.toml"))
+    # Each guest holds ~500 MiB on the host once the scenario has set it up (measured here:
+    # a restored guest starts at ~240 MiB; the setup's freed pages stay resident), so the
+    # budget starts just above MOM's 20 % free-share line and the idle guest's burst crosses it.
+    result = run_scenario(parse_scenario(TWO_GUESTS.format(budget=1300), "mom-pair.toml"))
     assert result.passed, [f"{e.name}: {e.detail}" for e in result.failures()]
     idle, busy = result.summary["guests"]["idle"], result.summary["guests"]["busy"]
     # Read from the ledger: the idle guest's balloon shrank, the busy guest's grew past its start.
@@ -134,7 +137,7 @@ def test_mom_moves_memory_from_the_idle_guest_to_the_busy_one(run_scenario, vm_f
              and e["reason"].startswith("grow")]
     assert shrinks and grows
     host = result.summary["host"]
-    assert host["peak_usage_mib"] <= 1100 and host["host_oom_kills"] == 0
+    assert host["peak_usage_mib"] <= 1300 and host["host_oom_kills"] == 0
     assert not no_budget_leftovers(vm_factory.run.run_id), "the budget cgroup outlived the run"
 
 
@@ -178,7 +181,11 @@ def test_a_guest_over_the_budget_without_host_swap_is_killed_and_reported(run_sc
     assert not no_budget_leftovers(vm_factory.run.run_id)
     events = read_jsonl(result.folder / "harness-events.jsonl")
     final = next(e for e in events if e.get("event") == "budget-final")
-    assert final["oom_kills"] == 1 and final["pids_left"] == []
+    assert final["pids_left"] == []
+    if vm_backend == "qemu":
+        # The budget cgroup's own counter. Under libvirt the kill happens in the domain's child
+        # group, whose v1 counter leaves with it: there the kernel log (above) names the kill.
+        assert final["oom_kills"] == 1
 
 
 # Touches 400 MiB, says so, holds it until /tmp/release appears, exits (freeing it).
