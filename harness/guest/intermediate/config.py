@@ -19,10 +19,20 @@ class FreezeMethod(enum.Enum):
     CGROUP = "cgroup"
 
 
+class PageOutVia(enum.Enum):
+    """How a stopped unit's memory is paged out (AUTO: memory.reclaim where the unit is a cgroup
+    with a memory controller, else process_madvise)."""
+
+    AUTO = "auto"
+    RECLAIM = "reclaim"
+    MADVISE = "madvise"
+
+
 OPTION_NAMES = {"stop_interval": "--stop-interval", "resume_headroom": "--resume-headroom",
                 "resume_grace": "--resume-grace", "max_stopped": "--max-stopped", "window": "--window",
                 "rescan_interval": "--rescan-interval", "file_poll_interval": "the file poll interval",
-                "stop_above": "--stop-above", "resume_below": "--resume-below", "hold": "--hold"}
+                "stop_above": "--stop-above", "resume_below": "--resume-below", "hold": "--hold",
+                "blocked_report_interval": "--blocked-report-interval"}
 
 
 def _finite(obj: object) -> None:
@@ -90,6 +100,15 @@ class DaemonConfig:
     resume_grace: float = 5.0
     max_stopped: float | None = None
     method: FreezeMethod = FreezeMethod.SIGNAL
+    # A unit whose resident set is below this is not stopped while a unit at least this big is
+    # a candidate or already stopped: stopping it would relieve next to nothing.
+    min_rss_kb: int = 16 * 1024
+    # Reclaim a stopped unit's memory at once (memory.reclaim of its cgroup, else
+    # process_madvise(MADV_PAGEOUT)), instead of leaving it to the kernel's global reclaim.
+    page_out: bool = True
+    page_out_via: PageOutVia = PageOutVia.AUTO
+    # While a resume waits (pressure, headroom), repeat its `resume-blocked` event this often.
+    blocked_report_interval: float = 5.0
     state_dir: str = DEFAULT_STATE_DIR
     events_path: str | None = None
     control_path: str | None = None
@@ -115,3 +134,7 @@ class DaemonConfig:
             raise ValueError(f"--resume-reserve must be >= 0, got {self.resume_reserve_kb // 1024}")
         if self.max_stopped is not None and self.max_stopped <= 0:
             raise ValueError(f"--max-stopped must be > 0, got {self.max_stopped}")
+        if self.min_rss_kb < 0:
+            raise ValueError(f"--min-rss must be >= 0, got {self.min_rss_kb // 1024}")
+        if self.blocked_report_interval <= 0:
+            raise ValueError(f"--blocked-report-interval must be > 0, got {self.blocked_report_interval}")

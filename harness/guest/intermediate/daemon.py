@@ -27,6 +27,7 @@ from .core import CoreState, DaemonState, Decision, Emit, Held, Rules, decide, r
 from .events import EventLog
 from .freezer import FreezeResult
 from .observe import Observer
+from .pageout import Pager
 from .pressure import FilePressureSource, PressureReading, PressureSource, PsiTriggerSource
 from .reading import IDLE_READING
 from .recovery import resume_recorded
@@ -81,6 +82,7 @@ class Daemon:
         self.store = StateStore(config.state_dir)
         self.classifier = Classifier(config.selection, self_pids={os.getpid()})
         self.observer = Observer(self.classifier, config.method)
+        self.pager: Pager | None = None
         self.performer = Performer(config, self.store, self.events, self.observer)
         self.encoder = InputEncoder()
         # Read by the control thread: each is replaced whole, never changed in place.
@@ -131,6 +133,8 @@ class Daemon:
         self._install_signals()
         if not cfg.dry_run:
             self._start_watchdog()
+            if cfg.page_out:
+                self.pager = self.performer.pager = Pager(self.events, cfg.page_out_via).start()
         self._register_fds()
         self.events.emit(
             ev.START,
@@ -182,6 +186,8 @@ class Daemon:
                 self.events.emit_input(obs.wall, {"m": now, "release": "exit"})
                 self.state = self.performer.perform(release_all(self.state, self.rules, obs, "exit"), obs)
         finally:
+            if self.pager is not None:
+                self.pager.close()  # after the resumes above cancelled what was left
             if emit_exit:
                 self.events.emit(ev.EXIT, pid=os.getpid(), comm="intermediate", reason=self.exit_reason or "exit",
                                  pressure=self.reading)
@@ -375,6 +381,9 @@ class Daemon:
             "resume_reserve_kb": cfg.resume_reserve_kb,
             "resume_grace": cfg.resume_grace,
             "max_stopped": cfg.max_stopped,
+            "min_rss_kb": cfg.min_rss_kb,
+            "page_out": cfg.page_out,
+            "page_out_via": cfg.page_out_via.value,
             "method": cfg.method.value,
             "dry_run": cfg.dry_run,
             "scope": {"pid": sel.scope_pid, "cgroup": sel.scope_cgroup},
