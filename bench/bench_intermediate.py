@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -332,7 +333,7 @@ def bench_psi_reaction(bench: Bench, trials: int, stop_above: float, window: flo
         "psi", "--stop-above", str(stop_above), "--window", str(window), "--hold", "1", "--resume-headroom", "0",
         "--resume-grace", "0",  # as in file mode: measure the reaction, not the post-resume grace
     )
-    reactions, onsets = [], []
+    reactions, onsets, detect, act = [], [], [], []
     for trial in range(trials):
         meminfo = read_kv("/proc/meminfo")
         available_mb = meminfo.get("MemAvailable", 0) // 1024
@@ -359,6 +360,13 @@ def bench_psi_reaction(bench: Bench, trials: int, stop_above: float, window: flo
         onset = sampler.onset_at()
         if crossed is not None:
             reactions.append((stop["t"] - crossed) * 1000)
+            # Where it went: crossing -> the tick that decided the stop began (kernel trigger,
+            # wake-up), and that tick -> the stop event (scan, decide, record, signal).
+            tick = max((e["t"] for e in read_events(str(events)) if e["event"] == "input" and e["t"] <= stop["t"]),
+                       default=None)
+            if tick is not None:
+                detect.append((tick - crossed) * 1000)
+                act.append((stop["t"] - tick) * 1000)
         if onset is not None:
             onsets.append((stop["t"] - onset) * 1000)
         wait_calm(control, 90)
@@ -366,6 +374,10 @@ def bench_psi_reaction(bench: Bench, trials: int, stop_above: float, window: flo
     if reactions:
         result["reaction_ms_psi_trigger_median"] = round(statistics.median(reactions), 1)
         result["reaction_ms_psi_trigger_p95"] = round(percentile(reactions, 95), 1)
+        result["reaction_ms_psi_trigger_all"] = [round(r, 1) for r in reactions]
+    if detect:
+        result["psi_detect_ms_median"] = round(statistics.median(detect), 1)
+        result["psi_act_ms_median"] = round(statistics.median(act), 1)
     if onsets:
         result["psi_stall_onset_to_stop_ms_median"] = round(statistics.median(onsets), 1)
     result["psi_trials_ok"] = len(reactions)
@@ -390,6 +402,7 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--psi", action="store_true", help="also measure the reaction to real memory pressure (guest only)")
     parser.add_argument("--psi-trials", type=int, default=3)
+    parser.add_argument("--keep-events", metavar="DIR", help="copy the daemons' event logs here (to analyse a run)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-intermediate-") as tmp:
@@ -407,6 +420,10 @@ def main() -> int:
                 result.update(bench_psi_reaction(bench, args.psi_trials, 20.0, 1.0))
         finally:
             bench.cleanup()
+            if args.keep_events:
+                os.makedirs(args.keep_events, exist_ok=True)
+                for log in Path(tmp).glob("*-events.jsonl"):
+                    shutil.copy(log, args.keep_events)
 
     reactions = result.pop("reaction_ms")
     rows = [
@@ -425,6 +442,11 @@ def main() -> int:
     if args.psi:
         value = result.get("reaction_ms_psi_trigger_median")
         rows.append(("PSI mode: reaction median (real stall)", "n/a" if value is None else f"{value:.1f} ms"))
+        if value is not None:
+            rows.append(("PSI mode: reaction, every trial", ", ".join(f"{r:.0f}" for r in result["reaction_ms_psi_trigger_all"]) + " ms"))
+        if result.get("psi_detect_ms_median") is not None:
+            rows.append(("PSI mode: crossing -> deciding tick / tick -> stop", f"{result['psi_detect_ms_median']} / "
+                                                                             f"{result['psi_act_ms_median']} ms (medians)"))
         for note in result.get("psi_notes", []):
             rows.append(("PSI mode: note", note))
     width = max(len(r[0]) for r in rows)

@@ -44,12 +44,15 @@ class IntermediateSection:
     max_stopped_s: float | None = None
     resume_headroom: float | None = None
     resume_reserve_mib: float | None = None
+    page_out: bool | None = None
+    min_rss_mib: float | None = None
 
     def options(self, protect_cgroups: tuple[str, ...]) -> IntermediateOptions:
         return IntermediateOptions(
             stop_above=self.stop_above, resume_below=self.resume_below, hold_s=self.hold_s,
             method=self.method, protect_cgroups=protect_cgroups, max_stopped_s=self.max_stopped_s,
-            resume_headroom=self.resume_headroom, resume_reserve_mib=self.resume_reserve_mib)
+            resume_headroom=self.resume_headroom, resume_reserve_mib=self.resume_reserve_mib,
+            page_out=self.page_out, min_rss_mib=self.min_rss_mib)
 
 
 @dataclass(frozen=True)
@@ -204,7 +207,7 @@ def parse_scenario(text: str, where: str = "<scenario>", source: Path | None = N
 
     im = root.table("intermediate")
     im.unknown_keys({"enabled", "stop_above", "resume_below", "hold_s", "method", "max_stopped_s",
-                     "resume_headroom", "resume_reserve_mib"})
+                     "resume_headroom", "resume_reserve_mib", "page_out", "min_rss_mib"})
     d = IntermediateSection()
     intermediate = IntermediateSection(
         enabled=im.get("enabled", bool, d.enabled), stop_above=im.get("stop_above", float, d.stop_above, minimum=0),
@@ -213,7 +216,8 @@ def parse_scenario(text: str, where: str = "<scenario>", source: Path | None = N
         method=im.get("method", str, d.method, choices=tuple(m.value for m in FreezeMethod)),
         max_stopped_s=im.get("max_stopped_s", float, None, minimum=0),
         resume_headroom=im.get("resume_headroom", float, None, minimum=0),
-        resume_reserve_mib=im.get("resume_reserve_mib", float, None, minimum=0))
+        resume_reserve_mib=im.get("resume_reserve_mib", float, None, minimum=0),
+        page_out=im.get("page_out", bool, None), min_rss_mib=im.get("min_rss_mib", float, None, minimum=0))
     if intermediate.resume_below > intermediate.stop_above:
         raise im.fail("resume_below", f"at most stop_above ({intermediate.stop_above})", intermediate.resume_below)
 
