@@ -15,7 +15,7 @@ import select
 import signal
 import subprocess
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import events as ev
@@ -31,13 +31,23 @@ from .pageout import Pager
 from .pressure import FilePressureSource, PressureReading, PressureSource, PsiTriggerSource
 from .reading import IDLE_READING
 from .recovery import resume_recorded
-from .snapshot import InputEncoder, Observation
+from .snapshot import InputEncoder, Observation, Scan
 from .state import StateStore
 from .watchdog import spawn_watchdog
 
 log = logging.getLogger(__name__)
 
 STATUS_MAX_AGE = 1.0  # a status request classifies afresh if the last scan is older than this
+
+
+@dataclass(frozen=True)
+class PreparedScan:
+    """A scan taken when the early trigger fired, for the stop that is likely to follow."""
+
+    at: float  # time.monotonic()
+    held: tuple[str, ...]  # the held units it was taken with (their facts are in it)
+    scan: Scan
+    classification: Classification
 
 
 def open_source(config: DaemonConfig) -> PressureSource:
@@ -98,6 +108,7 @@ class Daemon:
         self._watchdog_pidfd: int | None = None
         self._wakeup_r = self._wakeup_w = -1
         self._poller = select.poll()
+        self._prepared: PreparedScan | None = None
 
     # == lifecycle =================================================================================
     def setup(self) -> None:
@@ -246,6 +257,9 @@ class Daemon:
         fd = self.source.fileno()
         if fd is not None:
             self._poller.register(fd, select.POLLPRI)
+        early = self.source.early_fileno()
+        if early is not None:
+            self._poller.register(early, select.POLLPRI)
         if self._watchdog_pidfd is not None:
             self._poller.register(self._watchdog_pidfd, select.POLLIN)
 
@@ -265,6 +279,7 @@ class Daemon:
     def loop(self) -> None:
         assert self.source is not None
         source_fd = self.source.fileno()
+        early_fd = self.source.early_fileno()
         while self.exit_reason is None:
             idle = self.state.phase is DaemonState.CALM and not self.state.held
             interval = self.source.idle_interval if idle else self.source.busy_interval
@@ -279,6 +294,12 @@ class Daemon:
                     if self.source.fileno() is None:
                         self._poller.unregister(fd)
                         source_fd = None
+                elif fd == early_fd:
+                    if self.source.on_early(revents):
+                        self.prepare_scan()
+                    if self.source.early_fileno() is None:
+                        self._poller.unregister(fd)
+                        early_fd = None
                 elif fd == self._watchdog_pidfd:
                     self._on_watchdog_death()
             if self.exit_reason is not None:
@@ -301,8 +322,13 @@ class Daemon:
                 break
             started = time.perf_counter()
             if result.scan and obs.scan is None:
-                scan, cls = self.observer.scan(self.state.held)
-                self.classification = (time.monotonic(), cls)
+                prepared = self.take_prepared()
+                if prepared is not None:
+                    timing["prepared_age"] = time.monotonic() - prepared.at
+                    scan = prepared.scan
+                else:
+                    scan, cls = self.observer.scan(self.state.held)
+                    self.classification = (time.monotonic(), cls)
                 obs = replace(obs, scan=scan)
             elif result.memory_for and obs.memory is None:
                 obs = replace(obs, memory=self.observer.memory(result.memory_for))
@@ -317,9 +343,37 @@ class Daemon:
             self._last_logged_p = p
         self.reading = reading
         self.state = self.performer.perform(result, obs, {k: round(v * 1000, 3) for k, v in timing.items()})
+        if obs.scan is not None:
+            self._prepared = None  # a decision made on a scan: a prepared one is no longer ahead
         if any(isinstance(a, Emit) and a.event == "pressure" and a.extra[1][1] is not None for a in result.actions):
             log.info("pressure %s -> state %s (%s)", self.state.level.value, self.state.phase.value,
                      reading.as_event() if reading else "no reading")
+
+    # == the early trigger: a scan ready before the threshold is crossed ============================
+    def prepare_scan(self) -> None:
+        """The pressure is half-way to --stop-above: scan now, while waiting costs nothing, so
+        that a stop within the next window does not wait for a scan (under TCG a scan of /proc is
+        most of the way from the crossing to the stop). At most one scan per window."""
+        prepared = self._prepared
+        if prepared is not None and time.monotonic() - prepared.at < self._prepared_max_age():
+            return
+        scan, cls = self.observer.scan(self.state.held)
+        now = time.monotonic()
+        self.classification = (now, cls)
+        self._prepared = PreparedScan(now, tuple(h.unit.key for h in self.state.held), scan, cls)
+
+    def take_prepared(self) -> PreparedScan | None:
+        """The prepared scan, once, if it is younger than a window and was taken with the units
+        held now; else None (scan afresh)."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is None or time.monotonic() - prepared.at > self._prepared_max_age():
+            return None
+        if prepared.held != tuple(h.unit.key for h in self.state.held):
+            return None
+        return prepared
+
+    def _prepared_max_age(self) -> float:
+        return getattr(self.source, "window", self.config.window)
 
     # == control (served by the control thread: reads snapshots only) ==============================
     def handle_request(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -274,17 +275,17 @@ class ProcessTable:
         return [pid for pid, stat in self.stats.items() if stat.pgid == pgid]
 
 
-@dataclass(frozen=True)
 class ProcessInfo:
-    """A user process with the details classification needs (read only for processes in scope)."""
+    """A user process in scope, with the details classification needs. Each detail is read from
+    /proc the first time it is asked for: a process that is never-stop by its comm (sshd, systemd-*)
+    costs no more reads, and only candidates' sizes and open files are read -- under TCG every
+    /proc read of a scan is on the path from the pressure crossing to the stop."""
 
-    stat: ProcStat
-    exe: str | None
-    argv: tuple[str, ...]
-    cgroup: str | None
-    oom_score_adj: int | None
-    has_control_env: bool
-    memory: MemoryUsage
+    def __init__(self, stat: ProcStat, control_env: str, cgroup: str | None = None) -> None:
+        self.stat = stat
+        self._control_env = control_env
+        if cgroup is not None:
+            self.__dict__["cgroup"] = cgroup  # already read (the scope check)
 
     @property
     def pid(self) -> int:
@@ -293,6 +294,30 @@ class ProcessInfo:
     @property
     def comm(self) -> str:
         return self.stat.comm
+
+    @functools.cached_property
+    def exe(self) -> str | None:
+        return read_exe(self.pid)
+
+    @functools.cached_property
+    def argv(self) -> tuple[str, ...]:
+        return tuple(read_cmdline(self.pid))
+
+    @functools.cached_property
+    def cgroup(self) -> str | None:
+        return read_cgroup(self.pid)
+
+    @functools.cached_property
+    def oom_score_adj(self) -> int | None:
+        return read_oom_score_adj(self.pid)
+
+    @functools.cached_property
+    def has_control_env(self) -> bool:
+        return environ_contains(self.pid, self._control_env)
+
+    @functools.cached_property
+    def memory(self) -> MemoryUsage:
+        return read_memory(self.pid)
 
     def names(self) -> set[str]:
         """Names a --protect-comm/--never-stop may use: comm, basenames of argv[0] and argv[1]."""
@@ -303,14 +328,5 @@ class ProcessInfo:
         return found
 
 
-def read_process_info(stat: ProcStat, control_env: str) -> ProcessInfo:
-    pid = stat.pid
-    return ProcessInfo(
-        stat=stat,
-        exe=read_exe(pid),
-        argv=tuple(read_cmdline(pid)),
-        cgroup=read_cgroup(pid),
-        oom_score_adj=read_oom_score_adj(pid),
-        has_control_env=environ_contains(pid, control_env),
-        memory=read_memory(pid),
-    )
+def read_process_info(stat: ProcStat, control_env: str, cgroup: str | None = None) -> ProcessInfo:
+    return ProcessInfo(stat, control_env, cgroup)
