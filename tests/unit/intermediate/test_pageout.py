@@ -7,15 +7,25 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import is_stopped, move_to_cgroup, popen_marked, starttime, stays, wait_for
 
+from harness.guest.intermediate.actions import Performer
+from harness.guest.intermediate.classify import Classifier
+from harness.guest.intermediate.cli import build_parser, config_from_args
 from harness.guest.intermediate.config import FreezeMethod, PageOutVia
+from harness.guest.intermediate.core import CoreState, Decision, Rules, Stop, decide, release_all
 from harness.guest.intermediate.events import EventLog, read_events
+from harness.guest.intermediate.observe import Observer
 from harness.guest.intermediate.pageout import Cancelled, PageOutResult, Pager, madvise_member
 from harness.guest.intermediate.procs import read_memory
+from harness.guest.intermediate.reading import PressureReading
+from harness.guest.intermediate.snapshot import Observation
+from harness.guest.intermediate.state import StateStore
 from harness.guest.intermediate.units import Member, StopUnit, UnitKind
 
 MB = 1024
@@ -92,9 +102,15 @@ def test_a_process_joining_the_cgroup_during_the_stop_is_stopped_too(spawn, star
     daemon = start_daemon("--scope-cgroup", os.path.dirname(workload), "--no-page-out", "--stop-interval", "30")
     psi.set(60)
     daemon.wait_event("stop")
-    move_to_cgroup(late.pid, workload)  # it joins a stopped unit: the next rescan sees it
+    move_to_cgroup(late.pid, workload)  # it joins a stopped unit: the rescans (every 0.5 s) see it
     psi.set(12)
-    stays(lambda: not is_stopped(late.pid), 1.0, what="a process joining later is not ours to stop")
+
+    def late_neither_stopped_nor_held() -> bool:
+        return not is_stopped(late.pid) and late.pid not in {s["pid"] for s in daemon.status()["stopped"]}
+
+    # Signals stopped the members the scan saw: a process that joins afterwards runs on, and is
+    # not recorded as held (only a frozen cgroup freezes whoever joins it).
+    stays(late_neither_stopped_nor_held, 1.5, interval=0.1, what="a process joining later is not ours")
     psi.set(0)
     wait_for(lambda: not is_stopped(first.pid), 5, what="resumed")
     assert daemon.terminate() == 0
@@ -205,3 +221,33 @@ def test_madvise_chunks_never_cut_a_large_folio(workdir):
     result = PageOutResult()
     assert madvise_member(mapped_unit(pid).members[0], Pager(EventLog(None), chunk_kb=4).chunk_kb, lambda: None, result)
     assert before - rss_kb(pid) >= 24 * MB
+
+
+def test_a_resume_cancels_the_units_page_out(spawn, workdir, psi):
+    # The page-out thread is not started, so the job is still queued when the resume comes:
+    # the resume must cancel it (and say so), not leave it to page out a running process.
+    victim = spawn("resumedpager")
+    config = config_from_args(build_parser().parse_args([
+        "run", "--pressure-file", psi.path, "--scope-pid", str(os.getpid()), "--state-dir", str(workdir / "state"),
+        "--min-rss", "0"]))
+    events = EventLog(str(workdir / "performer-events.jsonl"))
+    observer = Observer(Classifier(config.selection, self_pids={os.getpid()}), config.method)
+    worker = Pager(events)
+    performer = Performer(config, StateStore(config.state_dir), events, observer, worker)
+    rules = Rules.of(config)
+    try:
+        scan, _ = observer.scan(())
+        obs = Observation(now=0.0, wall=time.time(), reading=PressureReading(0.0, 60, 60, 0), scan=scan)
+        decision = decide(CoreState(), rules, obs)
+        assert isinstance(decision, Decision) and any(isinstance(a, Stop) and a.page_out for a in decision.actions)
+        state = performer.perform(decision, obs)
+        wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+        assert worker.busy()
+        performer.perform(release_all(state, rules, replace(obs, now=1.0), "exit"), obs)
+        wait_for(lambda: not is_stopped(victim.pid), 3, what="resumed")
+        assert not worker.busy()
+        (event,) = [e for e in read_events(str(workdir / "performer-events.jsonl")) if e["event"] == "page-out"]
+        assert event["outcome"] == "cancelled:resumed" and event["chunks"] == 0, event
+    finally:
+        worker.close()
+        events.close()

@@ -27,11 +27,11 @@ def in_process_daemon(psi, workdir) -> Iterator:
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     made: list[Daemon] = []
 
-    def make(window: float) -> Daemon:
+    def make(window: float, *extra: str) -> Daemon:
         args = build_parser().parse_args([
             "run", "--pressure-file", psi.path, "--scope-pid", str(os.getpid()), "--window", str(window),
             "--state-dir", str(workdir / "state"), "--events", str(workdir / "events.jsonl"),
-            "--min-rss", "0", "--no-page-out", "--hold", "0.5", "--stop-interval", "0.3"])
+            "--min-rss", "0", "--no-page-out", "--hold", "0.5", "--stop-interval", "0.3", *extra])
         daemon = Daemon(config_from_args(args))
         made.append(daemon)
         daemon.setup()
@@ -81,13 +81,14 @@ def test_a_stale_prepared_scan_is_not_used(spawn, psi, in_process_daemon, workdi
 
 
 def test_a_scan_prepared_with_other_units_held_is_not_used(spawn, psi, in_process_daemon, workdir):
-    first, second = spawn("heldfirst", rss_mb=20), spawn("heldsecond")
-    daemon = in_process_daemon(window=2.0)
+    first = spawn("heldfirst", rss_mb=20)
+    daemon = in_process_daemon(2.0, "--rescan-interval", "60")  # no rescan in between to use it up
     daemon.prepare_scan()  # nothing held yet
     psi.set(100)
     ticks_until(daemon, lambda: is_stopped(first.pid))  # that stop used it
     psi.set(12)
     ticks_until(daemon, lambda: daemon.state.phase.value == "holding")
+    second = spawn("heldsecond")
     daemon.prepare_scan()
     # As if it had been taken before the first stop: it knows nothing of the unit held now.
     daemon._prepared = replace(daemon._prepared, held=())
