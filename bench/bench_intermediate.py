@@ -256,6 +256,9 @@ def bench_file(bench: Bench, trials: int, step: float, idle_seconds: float, avg_
         time.sleep(3.0)  # past the last resume's bookkeeping: idle, not winding down
         idle, idle_exact = idle_cpu([daemon.pid, watchdog], idle_seconds)
         bench.stop_daemon(daemon)
+        # Gone before the PSI trials: there the hog alone is to be stopped.
+        victim.kill()
+        victim.wait()
     finally:
         writer.stop()
     return {
@@ -327,7 +330,7 @@ class StallSampler(threading.Thread):
         return None
 
 
-def bench_psi_reaction(bench: Bench, trials: int, stop_above: float, window: float) -> dict:
+def bench_psi_reaction(bench: Bench, trials: int, stop_above: float, window: float, extra: list[str] = ()) -> dict:
     result: dict = {"reaction_ms_psi_trigger_median": None, "psi_notes": []}
     if not psi_trigger_available():
         result["psi_notes"].append("cannot register a PSI trigger on /proc/pressure/memory")
@@ -337,12 +340,12 @@ def bench_psi_reaction(bench: Bench, trials: int, stop_above: float, window: flo
     # disk write -- in the guest the bench's temporary dir is on the root disk.
     run_dir = Path("/run") if os.path.isdir("/run") and os.access("/run", os.W_OK) else None
     state_dir = Path(tempfile.mkdtemp(prefix="bench-intermediate-", dir=run_dir)) if run_dir else None
-    result["psi_daemon"] = f"--mlock, state dir {'on /run' if state_dir else 'in the temporary dir'}"
+    result["psi_daemon"] = " ".join(["--mlock", *extra]) + f", state dir {'on /run' if state_dir else 'in the temporary dir'}"
     try:
         daemon, events, control = bench.daemon(
             "psi", "--stop-above", str(stop_above), "--window", str(window), "--hold", "1", "--resume-headroom", "0",
             "--resume-grace", "0",  # as in file mode: measure the reaction, not the post-resume grace
-            "--mlock", state_dir=state_dir,
+            "--mlock", *extra, state_dir=state_dir,
         )
         return _psi_trials(bench, result, daemon, events, control, trials, stop_above, window)
     finally:
@@ -424,21 +427,26 @@ def main() -> int:
     parser.add_argument("--psi", action="store_true", help="also measure the reaction to real memory pressure (guest only)")
     parser.add_argument("--psi-trials", type=int, default=3)
     parser.add_argument("--keep-events", metavar="DIR", help="copy the daemons' event logs here (to analyse a run)")
+    parser.add_argument("--psi-only", action="store_true", help="only the reaction to real memory pressure (guest only)")
+    parser.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
+                        help="an extra option for the PSI-mode daemon, e.g. --daemon-arg=--early-fraction=0 (repeatable)")
     args = parser.parse_args()
 
+    result: dict = {}
     with tempfile.TemporaryDirectory(prefix="bench-intermediate-") as tmp:
         bench = Bench(Path(tmp))
         try:
-            result = bench_file(bench, args.trials, args.step, args.idle_seconds, args.avg_model)
-            psi_idle, psi_idle_exact = bench_psi_idle(bench, args.idle_seconds)
-            # The guest runs the daemon on PSI triggers: that is the idle cost that matters.
-            # Where no trigger can be registered, report the file mode instead.
-            result["idle_cpu_mode"] = "psi-trigger" if psi_idle is not None else "file"
-            result["idle_cpu_percent"] = psi_idle if psi_idle is not None else result["idle_cpu_percent_file_mode"]
-            result["idle_cpu_percent_psi_mode"] = psi_idle
-            result["idle_cpu_percent_psi_mode_schedstat"] = psi_idle_exact
-            if args.psi:
-                result.update(bench_psi_reaction(bench, args.psi_trials, 20.0, 1.0))
+            if not args.psi_only:
+                result = bench_file(bench, args.trials, args.step, args.idle_seconds, args.avg_model)
+                psi_idle, psi_idle_exact = bench_psi_idle(bench, args.idle_seconds)
+                # The guest runs the daemon on PSI triggers: that is the idle cost that matters.
+                # Where no trigger can be registered, report the file mode instead.
+                result["idle_cpu_mode"] = "psi-trigger" if psi_idle is not None else "file"
+                result["idle_cpu_percent"] = psi_idle if psi_idle is not None else result["idle_cpu_percent_file_mode"]
+                result["idle_cpu_percent_psi_mode"] = psi_idle
+                result["idle_cpu_percent_psi_mode_schedstat"] = psi_idle_exact
+            if args.psi or args.psi_only:
+                result.update(bench_psi_reaction(bench, args.psi_trials, 20.0, 1.0, args.daemon_arg))
         finally:
             bench.cleanup()
             if args.keep_events:
@@ -446,8 +454,8 @@ def main() -> int:
                 for log in Path(tmp).glob("*-events.jsonl"):
                     shutil.copy(log, args.keep_events)
 
-    reactions = result.pop("reaction_ms")
-    rows = [
+    reactions = result.pop("reaction_ms", None)
+    rows = [] if reactions is None else [
         ("file mode: step to", f"{args.step:g} % stall (avg10 model: {args.avg_model}), window 1 s, stop-above 20"),
         ("file mode: trials", str(len(reactions))),
         ("file mode: reaction median", f"{result['reaction_ms_file_median']:.1f} ms"),
@@ -460,7 +468,7 @@ def main() -> int:
         ("idle CPU, file mode (~11 reads/s idle)", fmt_cpu(result["idle_cpu_percent_file_mode"], result["idle_cpu_percent_file_mode_schedstat"])),
         ("idle CPU, PSI-trigger mode (guest mode)", fmt_cpu(result["idle_cpu_percent_psi_mode"], result["idle_cpu_percent_psi_mode_schedstat"])),
     ]
-    if args.psi:
+    if args.psi or args.psi_only:
         value = result.get("reaction_ms_psi_trigger_median")
         rows.append(("PSI mode: reaction median (real stall)", "n/a" if value is None else f"{value:.1f} ms"))
         if value is not None:
@@ -476,7 +484,7 @@ def main() -> int:
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-    if not args.psi:
+    if not (args.psi or args.psi_only):
         result.pop("psi_notes", None)
     print(json.dumps(result, sort_keys=True))
     return 0

@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     act.add_argument("--page-out", action=argparse.BooleanOptionalAction, default=True, help="reclaim a stopped unit's memory at once (default on)")
     act.add_argument("--page-out-via", choices=[v.value for v in PageOutVia], default="auto", help=argparse.SUPPRESS)
     act.add_argument("--blocked-report-interval", type=_seconds, default=5.0, metavar="S", help=argparse.SUPPRESS)
+    src.add_argument("--early-fraction", type=_factor, default=0.5, metavar="F", help=argparse.SUPPRESS)
     act.add_argument("--dry-run", action="store_true", help="log decisions, never signal")
     sel = run.add_argument_group("selection")
     sel.add_argument("--protect-pid", type=_pid, action="append", default=[], metavar="PID")
@@ -198,6 +199,7 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
         page_out=args.page_out,
         page_out_via=PageOutVia(args.page_out_via),
         blocked_report_interval=args.blocked_report_interval,
+        early_fraction=args.early_fraction,
         state_dir=args.state_dir,
         events_path=args.events,
         control_path=args.control,

@@ -107,6 +107,9 @@ class DaemonConfig:
     # process_madvise(MADV_PAGEOUT)), instead of leaving it to the kernel's global reclaim.
     page_out: bool = True
     page_out_via: PageOutVia = PageOutVia.AUTO
+    # PSI mode: a second trigger at this fraction of stop-above prepares the scan a stop will need
+    # (0 disables it).
+    early_fraction: float = 0.5
     # While a resume waits (pressure, headroom), repeat its `resume-blocked` event this often.
     blocked_report_interval: float = 5.0
     state_dir: str = DEFAULT_STATE_DIR
@@ -136,5 +139,7 @@ class DaemonConfig:
             raise ValueError(f"--max-stopped must be > 0, got {self.max_stopped}")
         if self.min_rss_kb < 0:
             raise ValueError(f"--min-rss must be >= 0, got {self.min_rss_kb // 1024}")
+        if not 0 <= self.early_fraction < 1:
+            raise ValueError(f"--early-fraction must be in [0, 1), got {self.early_fraction}")
         if self.blocked_report_interval <= 0:
             raise ValueError(f"--blocked-report-interval must be > 0, got {self.blocked_report_interval}")

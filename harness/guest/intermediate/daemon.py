@@ -59,7 +59,7 @@ def open_source(config: DaemonConfig) -> PressureSource:
         except ValueError as exc:
             raise StartupError(f"--pressure-file {config.pressure_file} is not in PSI format: {exc}") from None
     try:
-        return PsiTriggerSource(config.psi_path, config.thresholds.stop_above, config.window)
+        return PsiTriggerSource(config.psi_path, config.thresholds.stop_above, config.window, config.early_fraction)
     except OSError as exc:
         raise StartupError(
             f"cannot register a PSI trigger on {config.psi_path}: {exc.strerror or exc} "

@@ -176,18 +176,20 @@ class PsiTriggerSource(PressureSource):
     """Kernel PSI trigger for the fast signal, plus reading avg10/total to follow the averages
     (about once a second while nothing happens: the base class's idle interval)."""
 
-    def __init__(self, path: str, stop_above: float, window: float) -> None:
+    def __init__(self, path: str, stop_above: float, window: float, early_fraction: float = EARLY_FRACTION) -> None:
         self.path = path
         self.stop_above = stop_above
+        self.early = stop_above * early_fraction
         self.fd, self.window = register_psi_trigger(path, stop_above, window)
         self._rate = StallRate(self.window)
         self._fired_at: float | None = None
         self._broken = False
+        self.early_fd: int | None = None
         try:
-            self.early_fd: int | None = register_psi_trigger(path, stop_above * EARLY_FRACTION, self.window)[0]
+            if 0 < early_fraction < 1:
+                self.early_fd = register_psi_trigger(path, self.early, self.window)[0]
         except OSError as exc:  # the main trigger works without it, only later
             log.warning("no early PSI trigger (%s): a stop will wait for its scan", exc.strerror or exc)
-            self.early_fd = None
 
     def fileno(self) -> int | None:
         return None if self._broken else self.fd
@@ -226,7 +228,7 @@ class PsiTriggerSource(PressureSource):
 
     def describe(self) -> dict[str, object]:
         return {"kind": "psi-trigger", "path": self.path, "window": self.window,
-                "early": self.stop_above * EARLY_FRACTION if self.early_fd is not None else None}
+                "early": self.early if self.early_fd is not None else None}
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -108,3 +108,13 @@ def test_the_psi_source_registers_an_early_trigger_at_half_the_threshold():
     finally:
         source.close()
     assert source.early_fileno() is None
+
+
+def test_early_fraction_0_registers_no_early_trigger():
+    if not os.path.exists(REAL_PSI):
+        pytest.skip("kernel without PSI")
+    source = PsiTriggerSource(REAL_PSI, stop_above=20, window=1.0, early_fraction=0)
+    try:
+        assert source.early_fileno() is None and source.describe()["early"] is None
+    finally:
+        source.close()
