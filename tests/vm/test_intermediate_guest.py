@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.balloon import BalloonController
+from harness.guestcode import install_guest_code
 from harness.intermediate import (
     EVENTS,
     IntermediateOptions,
@@ -118,6 +119,7 @@ def test_daemon_stops_hogs_not_the_service_and_resumes_them(vm):
     assert paged >= {e["unit"] for e in stops}, paged
     record = os.environ.get("BH_RECORD_INTERMEDIATE_EVENTS")
     if record:  # how tests/unit/intermediate/data/guest-run-events.jsonl was recorded
+        Path(record).parent.mkdir(parents=True, exist_ok=True)
         Path(record).write_text(vm.ssh.run(f"cat {EVENTS}").stdout)
 
 
@@ -130,7 +132,7 @@ import sys, time
 sys.path.insert(0, "/opt/balloon-harness")
 from harness.guest.intermediate.fakepsi import PressureFileWriter
 path = sys.argv[1]
-writer, last = PressureFileWriter(path).start(), None
+writer, last = PressureFileWriter(path, interval=0.05).start(), None
 while True:
     try:
         value = float(open(path + ".set").read())
@@ -151,6 +153,7 @@ def memory_kb(vm, pid: int) -> dict[str, int]:
 
 @pytest.mark.parametrize("page_out", [True, False], ids=["page-out", "no-page-out"])
 def test_a_stopped_hogs_memory_leaves_ram_with_page_out_and_stays_without(vm, page_out):
+    install_guest_code(vm)  # the workloads, and this tree's daemon
     vm.ssh.write_text("/run/bh-fakepsi.py", FAKE_PSI_WRITER)
     vm.ssh.run(f"echo 0 > {FAKE_PSI}.set && systemd-run --unit=bh-fakepsi --quiet python3 /run/bh-fakepsi.py {FAKE_PSI}"
                f" && for i in $(seq 100); do [ -e {FAKE_PSI} ] && exit 0; sleep 0.1; done; exit 1")
