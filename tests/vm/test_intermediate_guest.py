@@ -200,3 +200,22 @@ def test_a_stopped_hogs_memory_leaves_ram_with_page_out_and_stays_without(vm, pa
         stop_all_workloads(vm)
         vm.ssh.run("systemctl stop bh-fakepsi; systemctl reset-failed bh-fakepsi 2>/dev/null; true", check=False)
     assert vm.ssh.run("ps -eo stat= | grep -c '^T' || true").stdout.strip() == "0"
+
+
+def test_stress_ng_stops_and_resumes_as_one_workload(run_scenario):
+    # Issue 12's run: stress-ng's worker was stopped alone, then its 7 MB wrapper, while its
+    # parent (oom_score_adj -1000, never stopped alone) ran on and its timer killed the stopped
+    # worker. Now the workload's service cgroup is one unit, parent included.
+    result = run_scenario("stress-ng-hog", intermediate=True)
+    assert result.passed, [f.detail for f in result.failures()]
+    events = [json.loads(line) for line in (result.folder / "intermediate-events.jsonl").read_text().splitlines()
+              if line.strip()]
+    stops = [e for e in events if e["event"] == "stop"]
+    assert stops, "the squeeze stopped nothing"
+    workload = "cgroup:/bhworkloads.slice/bh-wl-stress.service"
+    assert {e["unit"] for e in stops} == {workload}, [(e["unit"], e["pids"]) for e in stops]
+    comms = {m[2] for e in stops for m in e["members"]}
+    assert {"stress-ng", "stress-ng-vm", "stress"} <= comms, comms
+    resumes = [e for e in events if e["event"] == "resume" and e["unit"] == workload]
+    assert len(resumes) == len(stops) and all(e["reason"] == "calm" for e in resumes), resumes
+    assert result.summary["workloads"]["stress"]["completed"], result.summary["workloads"]["stress"]

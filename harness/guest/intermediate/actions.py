@@ -32,7 +32,7 @@ from .freezer import DryRunFreezer, Freezer, SignalFreezer, freezer_for
 from .observe import Observer, read_cgroup_procs
 from .pageout import Pager
 from .procs import ProcessTable, read_stat
-from .snapshot import Observation
+from .snapshot import JOINS_WORKLOAD, Observation
 from .state import StateStore, StoppedRecord
 from .units import Member, StopUnit, UnitKind
 
@@ -112,7 +112,7 @@ class Performer:
         if not self.config.dry_run:
             if unit.method is FreezeMethod.CGROUP:
                 if result.newcomers:
-                    abandon, newcomers = self._classified(result.newcomers)
+                    abandon, newcomers = self._classified(result.newcomers, cgroup=True)
             elif unit.kind in (UnitKind.PROCESS_GROUP, UnitKind.CGROUP) and members:
                 abandon, newcomers = self._signal_newcomers(unit, members)
             members += newcomers
@@ -154,9 +154,10 @@ class Performer:
             # Queued, not done here: the page-out thread works in bounded chunks.
             self.pager.submit(unit.with_members(members), obs.reading)
 
-    def _classified(self, pids: list[int]) -> tuple[str | None, list[Member]]:
+    def _classified(self, pids: list[int], cgroup: bool = False) -> tuple[str | None, list[Member]]:
         """Classify processes that joined a unit after the scan: (why one is not distinct, or None;
-        the live ones as members). A newcomer is stopped only once it is known to be distinct."""
+        the live ones as members). A newcomer is stopped only once it is known to be distinct (or,
+        in a cgroup unit, to be one that joins its workload)."""
         cls = self.observer.classify()
         members = []
         for pid in pids:
@@ -166,7 +167,7 @@ class Performer:
             verdict = cls.verdict(pid)
             if verdict is None:
                 return "newcomer:out-of-scope", []
-            if verdict.category is not Category.DISTINCT:
+            if verdict.category is not Category.DISTINCT and not (cgroup and verdict.reason in JOINS_WORKLOAD):
                 return f"newcomer:{verdict.reason}", []
             members.append(Member.from_stat(stat))
         return None, members
@@ -191,7 +192,7 @@ class Performer:
             pids = self._joined(unit, set(unit.pids) | {m.pid for m in added})
             if not pids:
                 return None, added
-            why, newcomers = self._classified(pids)
+            why, newcomers = self._classified(pids, cgroup=unit.kind is UnitKind.CGROUP)
             if why is not None:
                 return why, added
             self._state = settle(self._state, self.rules,

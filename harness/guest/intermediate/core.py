@@ -25,7 +25,7 @@ from .config import DaemonConfig, FreezeMethod, Thresholds
 from .plan import plan_units
 from .reading import PressureLevel, PressureReading, pressure_level
 from .snapshot import Memory, Observation, Scan
-from .units import Member, StopUnit
+from .units import Member, StopUnit, UnitKind
 
 PRESSURE_EVENT_PERIOD = 1.0  # at most one periodic `pressure` event per second while high
 NEVER = -math.inf
@@ -335,7 +335,8 @@ class _Tick:
                 self.held[index] = record
             for member in live:
                 proc = scan.proc(member.pid)
-                if proc is not None and proc.in_scope and not proc.is_distinct:
+                if proc is not None and proc.in_scope and not proc.is_distinct and not (
+                        unit.kind is UnitKind.CGROUP and proc.joins_workload):
                     self.resume(self.held.index(record), f"reclassified:{proc.reason}")
                     break
 
@@ -377,12 +378,13 @@ class _Tick:
                 extra[proc.pid] = "already-stopped"  # stopped by someone else: not ours to resume
             elif self.cooldown.get((proc.pid, proc.starttime), NEVER) > self.now:
                 extra[proc.pid] = "cooldown:max-stopped"
+        units = plan_units(scan, self.rules.method, excluded=held_pids | set(extra))
+        in_units = {m.pid for u in units for m in u.members}
         for proc in scan.procs:
-            if proc.in_scope and not proc.is_distinct:
+            if proc.in_scope and not proc.is_distinct and proc.pid not in in_units | held_pids:
                 self.skip_once(proc.pid, proc.comm, proc.reason)
         for pid, reason in sorted(extra.items()):
             self.skip_once(pid, scan.by_pid[pid].comm, reason)
-        units = plan_units(scan, self.rules.method, excluded=held_pids | set(extra))
         if not units:
             self.skip_once(None, None, "nothing-to-stop")
             return

@@ -26,7 +26,8 @@ def _memory(scan: Scan, pids: Iterable[int]) -> tuple[int, int]:
 
 
 def cgroup_why_not(scan: Scan, cgroup: str | None, available: AbstractSet[int]) -> str | None:
-    """None if `cgroup` can be frozen as one unit of candidates, else why not."""
+    """None if `cgroup` can be one unit: every process in it a candidate, or one that joins its
+    workload (never stopped alone: see JOINS_WORKLOAD); else why not."""
     if cgroup is None or cgroup == "/":
         return "cgroup-root"
     facts = scan.cgroup(cgroup)
@@ -34,7 +35,9 @@ def cgroup_why_not(scan: Scan, cgroup: str | None, available: AbstractSet[int]) 
         return "cgroup-freeze-unavailable"
     if facts.why_not is not None:
         return facts.why_not
-    if not facts.procs or not set(facts.procs) <= available:
+    joining = {p for p in facts.procs if (proc := scan.proc(p)) is not None and proc.joins_workload}
+    # (Only the cgroups of candidates are considered: a cgroup of -1000 processes alone is none.)
+    if not facts.procs or not set(facts.procs) <= available | joining:
         return "cgroup-shared"  # someone in there is protected, never-stop or out of scope
     return None
 

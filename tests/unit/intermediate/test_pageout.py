@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import is_stopped, move_to_cgroup, popen_marked, starttime, stays, wait_for
+from conftest import is_stopped, move_to_cgroup, popen_marked, set_oom_score_adj, starttime, stays, wait_for
 
 from harness.guest.intermediate.actions import Performer
 from harness.guest.intermediate.classify import Classifier
@@ -251,3 +251,22 @@ def test_a_resume_cancels_the_units_page_out(spawn, workdir, psi):
     finally:
         worker.close()
         events.close()
+
+
+def test_a_workloads_oom_exempt_parent_is_stopped_and_resumed_with_it(spawn, start_daemon, psi, test_cgroup):
+    workload = test_cgroup("oomexempt")
+    parent, worker = spawn("wlparent", new_session=True), spawn("wlworker", new_session=True)
+    if not set_oom_score_adj(parent.pid, -1000):
+        pytest.skip("cannot lower oom_score_adj here (no CAP_SYS_RESOURCE)")
+    for proc in (parent, worker):
+        move_to_cgroup(proc.pid, workload)
+    daemon = start_daemon("--scope-cgroup", os.path.dirname(workload), "--no-page-out")
+    psi.set(60)
+    stop = daemon.wait_event("stop")
+    assert stop["kind"] == "cgroup" and sorted(stop["pids"]) == sorted([parent.pid, worker.pid]), stop
+    wait_for(lambda: is_stopped(parent.pid) and is_stopped(worker.pid), 3, what="both stopped")
+    psi.set(12)
+    stays(lambda: is_stopped(parent.pid), 1.2, interval=0.1, what="not resumed as reclassified at a rescan")
+    psi.set(0)
+    wait_for(lambda: not is_stopped(parent.pid) and not is_stopped(worker.pid), 5, what="both resumed")
+    assert daemon.terminate() == 0

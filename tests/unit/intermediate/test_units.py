@@ -124,3 +124,31 @@ def test_the_stop_carries_the_page_out_decision():
         sim.step(0.0, HIGH)
         (stop,) = [a for _, a in sim.log if isinstance(a, Stop)]
         assert stop.page_out is page_out
+
+
+def test_a_process_that_only_opted_out_of_the_oom_killer_stops_with_its_workload():
+    # The real stress-ng workload: its parent and the vm stressor's parent set oom_score_adj
+    # -1000 (never stopped alone). Left running, stress-ng's timer killed the stopped worker.
+    sim = Sim(rules=NEW_RULES)
+    sim.add(distinct(10, rss_mb=12, pgid=10, cgroup=WORKLOAD), spared(11, "never-stop:oom-score-adj"),
+            spared(12, "never-stop:oom-score-adj"), distinct(13, rss_mb=270, pgid=10, cgroup=WORKLOAD))
+    with_cgroups(sim, CgroupFacts(WORKLOAD, "/sys/fs/cgroup" + WORKLOAD, None, (10, 11, 12, 13)))
+    sim.run(0.0, 5.0, HIGH)
+    (stop,) = [a for _, a in sim.log if isinstance(a, Stop)]
+    assert stop.unit.key == f"cgroup:{WORKLOAD}" and stop.unit.pids == [10, 11, 12, 13]
+    assert not [s for s in sim.skips() if s[1] in (11, 12)], "not reported spared: they are stopped"
+    sim.run(5.0, 7.0, 12)  # between: rescans (every 2 s) must not resume them as "reclassified"
+    assert sim.resumes() == [] and [h.unit.key for h in sim.state.held] == [f"cgroup:{WORKLOAD}"]
+    sim.run(7.0, 10.0, CALM)
+    assert [(k, r) for _, k, r in sim.resumes()] == [(f"cgroup:{WORKLOAD}", "calm")]
+
+
+def test_an_oom_exempt_process_is_never_stopped_without_a_distinct_workload_around_it():
+    alone = "/system.slice/db.service"
+    sim = Sim(rules=NEW_RULES).add(spared(20, "never-stop:oom-score-adj"), distinct(21, rss_mb=100, cgroup="/w"))
+    with_cgroups(sim, CgroupFacts(alone, "/sys/fs/cgroup" + alone, None, (20,)),
+                 CgroupFacts("/w", "/sys/fs/cgroup/w", None, (21, 22)))
+    sim.add(spared(22, "protected:core"))  # shares /w with the distinct process
+    sim.run(0.0, 3.0, HIGH)
+    assert sim.stops() == [(0.0, "pid:21")], "only the distinct process, alone"
+    assert (0.0, 20, "never-stop:oom-score-adj") in sim.skips()
