@@ -14,6 +14,7 @@ import os
 import select
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -38,6 +39,7 @@ from .watchdog import spawn_watchdog
 log = logging.getLogger(__name__)
 
 STATUS_MAX_AGE = 1.0  # a status request classifies afresh if the last scan is older than this
+THREAD_STACK = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,9 @@ class Daemon:
         cfg = self.config
         if cfg.mlock:
             lock_memory()
+            # mlockall(MCL_FUTURE) makes every thread's whole stack resident: the control and
+            # page-out threads need far less than the default 8 MiB each.
+            threading.stack_size(THREAD_STACK)
         # Open the pressure source first: it is the likeliest thing to be misconfigured.
         self.source = open_source(cfg)
         recovered = FreezeResult()
