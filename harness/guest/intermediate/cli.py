@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     act.add_argument("--resume-reserve", type=_factor, default=64.0, metavar="MIB", help="MemAvailable to keep after a resume's swap-in (default 64)")
     act.add_argument("--max-stopped", type=_seconds, default=None, metavar="S", help="resume any process stopped for S seconds")
     act.add_argument("--method", choices=[m.value for m in FreezeMethod], default="signal", help="signal (SIGSTOP/SIGCONT, default) or cgroup (cgroup.freeze)")
-    act.add_argument("--min-rss", type=_factor, default=16.0, metavar="MIB", help="do not stop a unit smaller than this while a bigger one is stopped or can be; 0 disables (default 16)")
+    act.add_argument("--min-rss", type=_factor, default=16.0, metavar="MIB", help="do not stop a unit smaller than this while one at least this big is stopped; 0 disables (default 16)")
     act.add_argument("--page-out", action=argparse.BooleanOptionalAction, default=True, help="reclaim a stopped unit's memory at once (default on)")
     act.add_argument("--page-out-via", choices=[v.value for v in PageOutVia], default="auto", help=argparse.SUPPRESS)
     act.add_argument("--blocked-report-interval", type=_seconds, default=5.0, metavar="S", help=argparse.SUPPRESS)

@@ -100,18 +100,21 @@ class DaemonConfig:
     resume_grace: float = 5.0
     max_stopped: float | None = None
     method: FreezeMethod = FreezeMethod.SIGNAL
+    # The three rules below are off in a bare DaemonConfig (as in Rules, and in the logs of
+    # daemons older than them); the command line turns them on by default (cli.py).
     # A unit whose resident set is below this is not stopped while a unit at least this big is
-    # a candidate or already stopped: stopping it would relieve next to nothing.
-    min_rss_kb: int = 16 * 1024
+    # already stopped: stopping it would relieve next to nothing.
+    min_rss_kb: int = 0
     # Reclaim a stopped unit's memory at once (memory.reclaim of its cgroup, else
     # process_madvise(MADV_PAGEOUT)), instead of leaving it to the kernel's global reclaim.
-    page_out: bool = True
+    page_out: bool = False
     page_out_via: PageOutVia = PageOutVia.AUTO
     # PSI mode: a second trigger at this fraction of stop-above prepares the scan a stop will need
     # (0 disables it).
     early_fraction: float = 0.5
-    # While a resume waits (pressure, headroom), repeat its `resume-blocked` event this often.
-    blocked_report_interval: float = 5.0
+    # While a resume waits (pressure, headroom), repeat its `resume-blocked` event this often
+    # (None: only the first headroom refusal of a holding spell is reported).
+    blocked_report_interval: float | None = None
     state_dir: str = DEFAULT_STATE_DIR
     events_path: str | None = None
     control_path: str | None = None
@@ -141,5 +144,5 @@ class DaemonConfig:
             raise ValueError(f"--min-rss must be >= 0, got {self.min_rss_kb // 1024}")
         if not 0 <= self.early_fraction < 1:
             raise ValueError(f"--early-fraction must be in [0, 1), got {self.early_fraction}")
-        if self.blocked_report_interval <= 0:
+        if self.blocked_report_interval is not None and self.blocked_report_interval <= 0:
             raise ValueError(f"--blocked-report-interval must be > 0, got {self.blocked_report_interval}")

@@ -37,6 +37,9 @@ class DaemonState(enum.Enum):
     HOLDING = "holding"  # units stopped, pressure not high: waiting for --hold of calm to resume
 
 
+LATER_RULES = frozenset({"min_rss_kb", "page_out", "blocked_report_interval"})
+
+
 @dataclass(frozen=True)
 class Rules:
     """The parameters of the decisions (a subset of DaemonConfig; recorded in the `start` event)."""
@@ -61,7 +64,10 @@ class Rules:
         return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        # Rules added since the first record are written only when on: a record of the old rules
+        # reads the same as before they existed (and from_dict gives a missing one its default).
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)
+                                if f.name not in LATER_RULES or getattr(self, f.name) != f.default}
         th = self.thresholds
         data["thresholds"] = {"stop_above": th.stop_above, "resume_below": th.resume_below, "hold": th.hold}
         data["method"] = self.method.value
