@@ -7,10 +7,25 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 BH     := $(VENV)/bin/balloon-harness
-# Extra arguments for pytest, e.g. make test PYTEST_ARGS="-k balloon"
+# Extra arguments for pytest, e.g. make test PYTEST_ARGS="-k balloon" (select markers with MARK=,
+# not -m: each phase below adds its own)
 PYTEST_ARGS ?=
+MARK ?=
+# test/unit/vm run in two phases: the parallel-safe tests under pytest-xdist, then the tests
+# marked `measure` alone, since parallel guests on the same cores change their figures (README,
+# "Nightly CI"). XDIST= runs the first phase serially too.
+XDIST ?= -n 2 --dist loadgroup
+_and := $(if $(MARK),($(MARK)) and ,)
+# Both phases always run; "no tests selected" (exit 5) in one of them is not a failure.
+define two_phases
+	@a=0; b=0; \
+	ci/with-libvirtd.sh $(PY) -m pytest -m "$(_and)not measure" $(XDIST) $(PYTEST_ARGS) || a=$$?; \
+	ci/with-libvirtd.sh $(PY) -m pytest -m "$(_and)measure" $(PYTEST_ARGS) || b=$$?; \
+	echo "make: parallel phase exit $$a, measuring phase exit $$b"; \
+	[ $$a -eq 0 -o $$a -eq 5 ] && [ $$b -eq 0 -o $$b -eq 5 ] && [ "$$a$$b" != 55 ]
+endef
 
-.PHONY: all deps venv image test unit vm demo bench doctor reap clean
+.PHONY: all deps venv image test unit vm _phases demo bench slowest doctor reap clean mutation
 
 all: test
 
@@ -29,14 +44,17 @@ image: venv
 	$(BH) image build
 
 test: image
-	ci/with-libvirtd.sh $(PY) -m pytest $(PYTEST_ARGS)
+	$(two_phases)
 
+# Not VMs, but one test talks to a real libvirtd.
 unit: venv
-	# Not VMs, but one test talks to a real libvirtd.
-	ci/with-libvirtd.sh $(PY) -m pytest -m "not vm" $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory _phases MARK="not vm"
 
 vm: image
-	ci/with-libvirtd.sh $(PY) -m pytest -m vm $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory _phases MARK="vm"
+
+_phases:
+	$(two_phases)
 
 demo: image
 	$(BH) demo
@@ -45,7 +63,18 @@ demo: image
 # guest (real PSI); the last line printed is one JSON object.
 bench: image
 	$(PY) bench/bench_intermediate.py
-	$(BH) bench
+	ci/with-libvirtd.sh $(BH) bench
+
+# The ten slowest tests of a run and what they waited for (VM starts by kind, test body), from
+# its JUnit report: make test PYTEST_ARGS=--junitxml=junit.xml && make slowest
+JUNIT ?= junit.xml
+slowest: venv
+	$(PY) -m harness.slowest $(JUNIT)
+
+# Mutation testing (mutmut) of the daemon's decisions and the classifier: each module's score
+# and every surviving mutant; exit 1 below 90 %. Nightly, not part of `make test`.
+mutation: venv
+	$(PY) ci/mutation.py
 
 doctor: venv
 	$(BH) doctor
@@ -54,5 +83,5 @@ reap: venv
 	$(BH) reap
 
 clean:
-	-$(BH) reap
-	rm -rf $(VENV) artifacts runs .pytest_cache
+	-$(BH) reap --purge
+	rm -rf $(VENV) artifacts runs .pytest_cache mutants

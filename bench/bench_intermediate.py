@@ -7,6 +7,8 @@
 * Idle CPU: utime+stime of the daemon and its watchdog from /proc/PID/stat over --idle-seconds,
   in file mode (~11 file reads a second while idle) and, where a PSI trigger can be registered, in PSI mode;
   `idle_cpu_percent` is the PSI mode (what the guest runs) when available, else the file mode.
+* Watchdog (--watchdog-trials): SIGKILL the daemon while it holds a stopped victim; the time
+  until the victim runs again (its watchdog's resume).
 * --psi (inside a guest): real memory pressure from a hog process; the reaction time is measured
   from the moment the real stall in the trailing window crosses the threshold (when a perfect
   detector with the same rule could first react) to the daemon's stop event.  Do not use --psi
@@ -271,6 +273,45 @@ def bench_file(bench: Bench, trials: int, step: float, idle_seconds: float, avg_
     }
 
 
+def watchdog_waiting(pid: int) -> bool:
+    """Is the watchdog asleep in poll(2) on the daemon's pidfd (x86_64 syscall 7, no timeout)?"""
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return len(fields) > 3 and fields[0] == "7" and int(fields[3], 16) & 0xFFFFFFFF == 0xFFFFFFFF
+
+
+def watchdog_trial(bench: Bench, pressure: str, name: str) -> float:
+    """One SIGKILLed daemon: ms from the kill to its stopped victim running again."""
+    victim = bench.spawn(VICTIM_CODE)
+    daemon, events, _ = bench.daemon(name, "--pressure-file", pressure)
+    watchdog = next(e["watchdog_pid"] for e in read_events(str(events)) if e["event"] == "start")
+    if wait_until(lambda: proc_state(victim.pid) == "T", 10) is None or wait_until(
+            lambda: watchdog_waiting(watchdog), 10) is None:
+        raise RuntimeError("no stop, or no watchdog waiting, within 10 s")
+    killed = time.monotonic()
+    daemon.kill()
+    if wait_until(lambda: proc_state(victim.pid) != "T", 10) is None:
+        raise RuntimeError("the watchdog did not resume the victim within 10 s")
+    latency = (time.monotonic() - killed) * 1000
+    daemon.wait()
+    victim.kill()  # the next trial's daemon must find its own victim alone
+    victim.wait()
+    return latency
+
+
+def bench_watchdog(bench: Bench, trials: int) -> dict:
+    """From SIGKILL of the daemon to its stopped victim running again (the watchdog's resume)."""
+    writer = PressureFileWriter(str(bench.workdir / "pressure-watchdog")).start()
+    try:
+        writer.set(60)
+        latencies = [watchdog_trial(bench, writer.path, f"watchdog-{trial}") for trial in range(trials)]
+    finally:
+        writer.stop()
+    return {"watchdog_resume_ms": latencies, "watchdog_resume_ms_median": round(statistics.median(latencies), 1)}
+
+
 # -- PSI mode -------------------------------------------------------------------------------------
 
 
@@ -430,6 +471,7 @@ def main() -> int:
     parser.add_argument("--psi-only", action="store_true", help="only the reaction to real memory pressure (guest only)")
     parser.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
                         help="an extra option for the PSI-mode daemon, e.g. --daemon-arg=--early-fraction=0 (repeatable)")
+    parser.add_argument("--watchdog-trials", type=int, default=5, help="SIGKILLed daemons (default 5)")
     args = parser.parse_args()
 
     result: dict = {}
@@ -438,6 +480,7 @@ def main() -> int:
         try:
             if not args.psi_only:
                 result = bench_file(bench, args.trials, args.step, args.idle_seconds, args.avg_model)
+                result.update(bench_watchdog(bench, args.watchdog_trials))
                 psi_idle, psi_idle_exact = bench_psi_idle(bench, args.idle_seconds)
                 # The guest runs the daemon on PSI triggers: that is the idle cost that matters.
                 # Where no trigger can be registered, report the file mode instead.
@@ -455,7 +498,8 @@ def main() -> int:
                     shutil.copy(log, args.keep_events)
 
     reactions = result.pop("reaction_ms", None)
-    rows = [] if reactions is None else [
+    watchdog = result.pop("watchdog_resume_ms", None)
+    rows = [] if reactions is None or watchdog is None else [
         ("file mode: step to", f"{args.step:g} % stall (avg10 model: {args.avg_model}), window 1 s, stop-above 20"),
         ("file mode: trials", str(len(reactions))),
         ("file mode: reaction median", f"{result['reaction_ms_file_median']:.1f} ms"),
@@ -465,6 +509,8 @@ def main() -> int:
                                                f"over {result['decision_inputs']} logged inputs"),
         ("a stop: decide / scan / record / signal", f"{result['stop_decide_ms_median']} / {result['stop_scan_ms_median']} / "
                                                     f"{result['stop_record_ms_median']} / {result['stop_signal_ms_median']} ms (medians)"),
+        ("watchdog: SIGKILL -> resumed (median, min/max)", f"{result['watchdog_resume_ms_median']:.1f} ms, "
+                                                           f"{min(watchdog):.1f} / {max(watchdog):.1f} ms over {len(watchdog)}"),
         ("idle CPU, file mode (~11 reads/s idle)", fmt_cpu(result["idle_cpu_percent_file_mode"], result["idle_cpu_percent_file_mode_schedstat"])),
         ("idle CPU, PSI-trigger mode (guest mode)", fmt_cpu(result["idle_cpu_percent_psi_mode"], result["idle_cpu_percent_psi_mode_schedstat"])),
     ]

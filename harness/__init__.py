@@ -5,3 +5,11 @@ This file must import nothing outside the Python standard library: the same pack
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Imported lazily: the scenario model needs third-party packages the guest does not have.
+    if name == "ScenarioError":
+        from harness.scenario.model import ScenarioError
+        return ScenarioError
+    raise AttributeError(f"module 'harness' has no attribute {name!r}")

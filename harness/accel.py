@@ -69,12 +69,13 @@ def probe_kvm(root: Path = Path("/")) -> KvmProbe:
     return KvmProbe(True, "vmx/svm present and /dev/kvm is usable")
 
 
-def resolve(requested: Accel | str) -> Accel:
-    """AUTO -> KVM where it works, else TCG. An explicit KVM that cannot work fails now."""
+def resolve(requested: Accel | str, root: Path = Path("/")) -> Accel:
+    """AUTO -> KVM where it works, else TCG. An explicit KVM that cannot work fails now.
+    `root` is for tests (see probe_kvm)."""
     accel = Accel.parse(requested)
     if accel is Accel.TCG:
         return accel
-    probe = probe_kvm()
+    probe = probe_kvm(root)
     if accel is Accel.KVM and not probe.usable:
         raise AccelUnavailable(
             f"KVM was requested but cannot be used: {probe.reason}.",

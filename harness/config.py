@@ -69,6 +69,22 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class BalloonDevice:
+    """virtio-balloon device properties (all off by default, as in QEMU). They shape the
+    device, so they are part of a saved state's key."""
+
+    #: The guest reports free 2 MiB blocks to the host, which drops them (QEMU >= 5.1,
+    #: guest Linux >= 5.7; libvirt freePageReporting).
+    free_page_reporting: bool = False
+    #: The guest takes pages back from the balloon instead of OOM-killing (libvirt autodeflate).
+    deflate_on_oom: bool = False
+
+    def qemu_properties(self) -> str:
+        on = {"free-page-reporting": self.free_page_reporting, "deflate-on-oom": self.deflate_on_oom}
+        return "".join(f",{name}=on" for name, value in on.items() if value)
+
+
+@dataclass(frozen=True)
 class VMSpec:
     name: str = "vm"
     memory_mib: int = 1024
@@ -79,6 +95,7 @@ class VMSpec:
     backend: Backend = Backend.QEMU
     #: Guest statistics polling period of the balloon device (QOM guest-stats-polling-interval).
     balloon_stats_interval_s: int = 1
+    balloon: BalloonDevice = field(default_factory=BalloonDevice)
     #: None = derived from the accelerator; set to override every deadline explicitly.
     timeouts: Timeouts | None = None
     extra_kernel_args: tuple[str, ...] = ()

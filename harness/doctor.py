@@ -13,6 +13,7 @@ from harness.hosttools import find_tool, install_hint
 from harness.image.build import load_built
 from harness.image.cache import ImageCache
 from harness.image.recipe import Recipe
+from harness.reaper import killed_record
 from harness.runtime import all_runs
 
 
@@ -74,9 +75,11 @@ def run_checks(cache: ImageCache | None = None) -> list[Check]:
     except Exception as exc:
         checks.append(Check("guest image", False, str(exc), "restore guest_images/ from git"))
     dead = [r for r in all_runs() if not r.owner_alive()]
-    checks.append(Check("leftovers of killed runs", not dead,
-                        f"{len(dead)} dead run folder(s)" if dead else "none",
-                        "balloon-harness reap", required=False))
+    unreaped = [r for r in dead if killed_record(r) is None]
+    kept = f"; evidence of {len(dead) - len(unreaped)} killed run(s) kept" if len(dead) > len(unreaped) else ""
+    checks.append(Check("leftovers of killed runs", not unreaped,
+                        (f"{len(unreaped)} dead run folder(s) not reaped" if unreaped else "none") + kept,
+                        "balloon-harness reap (--purge also removes the evidence)", required=False))
     checks.append(Check("running as root", os.geteuid() == 0,
                         "yes" if os.geteuid() == 0 else "no: the image build needs root",
                         "sudo balloon-harness image build", required=False))

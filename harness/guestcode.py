@@ -5,6 +5,7 @@ exactly the host's version, and makes user-supplied cloud images work too."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -18,6 +19,7 @@ GUEST_DATA = "/var/lib/balloon-harness"
 WORKLOADS = f"{GUEST_ROOT}/workloads"
 
 
+@functools.cache  # the files do not change under a running harness
 def _bundle() -> tuple[bytes, str]:
     """A tarball of everything to install, and its digest (to skip a repeated install)."""
     buf = io.BytesIO()
@@ -31,6 +33,12 @@ def _bundle() -> tuple[bytes, str]:
             info.mode = 0o755 if src.suffix == ".py" and src.parent.name == "workloads" else 0o644
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue(), digest.hexdigest()
+
+
+def bundle_digest() -> str:
+    """What a saved guest state is keyed by instead of the image: the guest code synced into
+    it before it was saved."""
+    return _bundle()[1]
 
 
 def install_guest_code(machine: Machine) -> str:

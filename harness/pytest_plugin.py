@@ -11,11 +11,13 @@ Fixture layers, Firecracker-style:
     run_scenario (function) runs an overcommit scenario on this test's guests
 
 Artifacts of a failed test (serial log, command line, QMP traffic, QEMU output, guest dmesg
-and journal) land in <--vm-artifacts>/<test id>/<vm>/.
+and journal) land in <--vm-artifacts>/<test id>-<hash>/<vm>/.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import shutil
@@ -27,6 +29,7 @@ import pytest
 from harness.balloon import BalloonController
 from harness.config import Backend
 from harness.errors import HarnessError
+from harness.figures import key_figures
 from harness.machine.base import Machine
 from harness.machine.factory import MachineFactory
 from harness.reaper import kill_pids, qemu_processes_under
@@ -68,6 +71,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vm: boots real QEMU guests (select with -m vm, skip with -m 'not vm')")
     config.addinivalue_line("markers", "fresh_boot: this test's VMs boot instead of being restored")
+    config.addinivalue_line("markers", "measure: takes figures (timings, throughput, stalls) that parallel guests "
+                                       "on the same cores would change: run these alone, without xdist "
+                                       "(-m measure after -m 'not measure' -n N)")
 
 
 def options_from(config: pytest.Config) -> HarnessOptions:
@@ -91,8 +97,11 @@ def _test_failed(node: pytest.Item) -> bool:
 
 
 def _artifact_dir(config: pytest.Config, nodeid: str) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:150]
-    return artifacts_root(config.getoption("--vm-artifacts")) / safe
+    """<artifacts>/<readable test id>-<hash of the exact id>: the readable part is cut and
+    loses characters a folder name cannot have, the hash keeps every test's folder its own."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:120]
+    digest = hashlib.sha256(nodeid.encode()).hexdigest()[:8]
+    return artifacts_root(config.getoption("--vm-artifacts")) / f"{safe}-{digest}"
 
 
 @pytest.fixture(scope="session")
@@ -129,6 +138,8 @@ def vm_factory(request: pytest.FixtureRequest, vm_session: HarnessSession,
     finally:
         keep = request.config.getoption("--vm-keep") or _test_failed(request.node)
         factory.close(_artifact_dir(request.config, request.node.nodeid) if keep else None)
+        # What the test waited for, in the JUnit report (`make slowest` reads it).
+        request.node.user_properties.append(("vm_starts", json.dumps([s.__dict__ for s in factory.starts])))
 
 
 @pytest.fixture
@@ -155,19 +166,37 @@ def balloon(vm: Machine) -> BalloonController:
     return BalloonController(vm.balloon)
 
 
+def record_scenario_figures(item: pytest.Item, summary: dict, run: str) -> None:
+    """Attach a run's key figures to the test as user properties: pytest's --junitxml writes
+    them as <property name="RUN.FIGURE" value=...> of the test case (also under xdist)."""
+    for path, value in key_figures(summary).items():
+        item.user_properties.append((f"{run}.{path}", str(value).lower() if isinstance(value, bool) else value))
+
+
 @pytest.fixture
 def run_scenario(request: pytest.FixtureRequest, vm_factory: MachineFactory, tmp_path: Path):
-    """Run a scenario (a shipped name, a .toml path or a Scenario) on a guest of this test:
-    `result = run_scenario("short-overcommit", intermediate=True)`; `result.passed` says
-    whether its [expect] held. Run folders are kept with the artifacts of a failed test."""
+    """Run a scenario (a shipped name, a .toml path or a Scenario) on guests of this test:
+    `result = run_scenario("short-overcommit", intermediate=True)` or
+    `run_scenario(path, variant="mom+intermediate")`; `result.passed` says whether its
+    [expect] held. The run folder is `<pytest tmp_path>/runs/<scenario>-<n>/`
+    (`result.folder`); it is copied to `<--vm-artifacts>/<test id>/runs/` when the test fails
+    or --vm-keep is given. Each run's key figures become JUnit properties
+    `SCENARIO.MODE.FIGURE` of the test."""
     folders: list[Path] = []
+    labels: list[str] = []
 
-    def run(scenario: str | Path | Scenario, *, intermediate: bool | None = None) -> RunResult:
+    def run(scenario: str | Path | Scenario, *, intermediate: bool | None = None,
+            variant: str | None = None) -> RunResult:
         if not isinstance(scenario, Scenario):
             scenario = load_scenario(find_scenario(str(scenario)))
         folder = tmp_path / "runs" / f"{scenario.name}-{len(folders) + 1}"
         folders.append(folder)
-        return run_scenario_once(scenario, vm_factory, folder, intermediate=intermediate)
+        result = run_scenario_once(scenario, vm_factory, folder, intermediate=intermediate, variant=variant)
+        label = f"{scenario.name}.{result.mode}"
+        labels.append(label)
+        record_scenario_figures(request.node, result.summary,
+                                label if labels.count(label) == 1 else f"{label}#{labels.count(label)}")
+        return result
 
     yield run
     if folders and (request.config.getoption("--vm-keep") or _test_failed(request.node)):

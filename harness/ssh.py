@@ -8,6 +8,8 @@ pass the variable on) remain ordinary, stoppable processes.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import shlex
 import threading
@@ -21,6 +23,7 @@ from invoke.exceptions import CommandTimedOut
 
 from harness.errors import GuestCommandError, HarnessError
 from harness.guest.intermediate.config import CONTROL_ENV_MARKER as CONTROL_ENV
+from harness.image.sshkey import SshKey, known_host_key
 
 # Readiness polling makes paramiko log every refused banner at ERROR; failures that matter
 # reach the caller as SshUnavailable with the cause.
@@ -29,6 +32,15 @@ logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 
 class SshUnavailable(HarnessError):
     """The guest did not accept an SSH session."""
+
+
+class HostKeyMismatch(HarnessError):
+    """What answered is not the guest the harness gave its host key to. Not retried."""
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """As `ssh-keygen -l` prints it: SHA256:base64 of the key blob."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
 
 
 @dataclass(frozen=True)
@@ -50,13 +62,16 @@ class CommandResult:
 
 
 class GuestShell:
-    def __init__(self, name: str, host: str, port: int, user: str, key_path: Path,
+    def __init__(self, name: str, host: str, port: int, user: str, key: SshKey, host_key: str,
                  default_timeout: float) -> None:
+        """`host_key` is the guest's public host key line (`ssh-ed25519 AAAA...`): the only
+        one accepted."""
         self.name = name
         self.host = host
         self.port = port
         self.user = user
-        self.key_path = key_path
+        self.key = key
+        self.host_key = known_host_key(host_key)
         self.default_timeout = default_timeout
         self._conn: Connection | None = None
         self._lock = threading.Lock()
@@ -70,12 +85,25 @@ class GuestShell:
             conn = Connection(
                 self.host, user=self.user, port=self.port, connect_timeout=timeout,
                 config=Config(overrides={"load_ssh_configs": False, "run": {"hide": True}}),
-                connect_kwargs={"key_filename": str(self.key_path), "look_for_keys": False,
+                connect_kwargs={"pkey": self.key.load(), "look_for_keys": False,
                                 "allow_agent": False, "banner_timeout": timeout,
                                 "auth_timeout": timeout},
             )
+            # Only the guest's own host key: paramiko rejects any other (fabric would add it).
+            conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            conn.client.get_host_keys().add(f"[{self.host}]:{self.port}", self.host_key.get_name(),
+                                            self.host_key)
             try:
                 conn.open()
+            except paramiko.BadHostKeyException as exc:
+                conn.close()
+                raise HostKeyMismatch(
+                    f"{self.name} ({self.host}:{self.port}) presented the SSH host key "
+                    f"{fingerprint(exc.key)}, not {fingerprint(self.host_key)}, the one the "
+                    f"harness gave it; refusing to talk to it.",
+                    fix="something else answers on that port, or the guest did not install the "
+                        "key from its seed (a saved state made by an older harness: delete the "
+                        "cache's snapshots/ folder).") from None
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 conn.close()
                 raise SshUnavailable(f"SSH to {self.name} ({self.user}@{self.host}:{self.port}) "

@@ -1,7 +1,10 @@
 """The cloud-init NoCloud seed (an ISO 9660 volume labelled `cidata`), one per VM.
 
 It is written so that both cloud-init and the lean initrd's few lines of sed can read it:
-`local-hostname:` on its own line in meta-data, one key per `  - ssh-...` line in user-data.
+`local-hostname:` on its own line in meta-data, one key per `  - ssh-...` line in user-data,
+and the guest's SSH host key as cloud-init's `ssh_keys` (the private key a literal block
+indented by four spaces between its BEGIN and END lines, the public key on its
+`  ed25519_public:` line).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from pathlib import Path
 
 import pycdlib
 
+from harness.image.sshkey import HostKey
+
 
 @dataclass(frozen=True)
 class SeedSpec:
@@ -21,14 +26,22 @@ class SeedSpec:
     authorized_keys: tuple[str, ...]
     swap_file_mib: int = 0
     extra_user_data: dict = field(default_factory=dict)
+    #: The guest's SSH host key (the harness accepts no other).
+    host_key: HostKey | None = None
 
     def meta_data(self) -> str:
         return f"instance-id: {self.instance_id}\nlocal-hostname: {self.hostname}\n"
 
-    def user_data(self) -> str:
+    def user_data(self, *, redact: bool = False) -> str:
+        """The user-data; `redact` leaves out the private host key (for the artifacts)."""
         lines = ["#cloud-config", f"hostname: {self.hostname}", "disable_root: false",
                  "ssh_pwauth: false", "ssh_authorized_keys:"]
         lines += [f"  - {key}" for key in self.authorized_keys]
+        if self.host_key is not None:
+            private = (["    (redacted)"] if redact else
+                       ["    " + line for line in self.host_key.private_pem.strip().splitlines()])
+            lines += ["ssh_deletekeys: true", "ssh_keys:", "  ed25519_private: |", *private,
+                      f"  ed25519_public: {self.host_key.public_line}"]
         if self.swap_file_mib:
             lines += ["swap:", "  filename: /swapfile", f"  size: {self.swap_file_mib * 1048576}"]
         for key, value in self.extra_user_data.items():

@@ -11,6 +11,7 @@ import abc
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -18,8 +19,9 @@ from harness.accel import Accel
 from harness.balloon import Balloon
 from harness.config import BootPath, Timeouts, VMSpec
 from harness.errors import HarnessError, WaitTimeout, indent
+from harness.host.placement import Placement
 from harness.image.guest_image import GuestImage, ImageKind
-from harness.image.sshkey import SshKey
+from harness.image.sshkey import HostKey, SshKey
 from harness.ssh import GuestShell, SshUnavailable
 from harness.waiting import Deadline, wait_for
 
@@ -27,6 +29,64 @@ log = logging.getLogger(__name__)
 
 SERIAL_LOG, CMDLINE, QMP_LOG, PROCESS_LOG = "serial.log", "cmdline.txt", "qmp.jsonl", "qemu.log"
 SEED_COPY = "seed-user-data.txt"
+
+
+@dataclass(frozen=True)
+class ProcessMemory:
+    """Host memory of a hypervisor process, in MiB, from /proc/PID/status and smaps_rollup.
+    rss_anon is its own (private) memory; rss_file counts file pages it maps, which other
+    processes mapping the same file (guests restored from one RAM image) share; pss splits
+    every shared page between its users, so the PSS of several guests adds up honestly."""
+
+    rss_mib: float
+    rss_anon_mib: float
+    rss_file_mib: float
+    rss_shmem_mib: float
+    swap_mib: float
+    pss_mib: float | None = None
+    pss_anon_mib: float | None = None
+    pss_file_mib: float | None = None
+
+
+def read_process_memory(pid: int) -> ProcessMemory | None:
+    def fields(path: str) -> dict[str, float]:
+        values = {}
+        for line in Path(path).read_text().splitlines():
+            key, _, rest = line.partition(":")
+            parts = rest.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                values[key] = int(parts[0]) / 1024
+        return values
+    try:
+        status = fields(f"/proc/{pid}/status")
+    except OSError:
+        return None
+    try:
+        rollup = fields(f"/proc/{pid}/smaps_rollup")
+    except OSError:  # another user's process without ptrace rights, or an old kernel
+        rollup = {}
+    return ProcessMemory(rss_mib=status.get("VmRSS", 0.0), rss_anon_mib=status.get("RssAnon", 0.0),
+                         rss_file_mib=status.get("RssFile", 0.0), rss_shmem_mib=status.get("RssShmem", 0.0),
+                         swap_mib=status.get("VmSwap", 0.0), pss_mib=rollup.get("Pss"),
+                         pss_anon_mib=rollup.get("Pss_Anon"), pss_file_mib=rollup.get("Pss_File"))
+
+
+class PhaseClock:
+    """Where a start's seconds went: `mark(name)` books the time since the previous mark.
+    The bench reports it as the restore breakdown."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def restart(self) -> None:
+        self.phases.clear()
+        self._last = time.monotonic()
+
+    def mark(self, name: str) -> None:
+        now = time.monotonic()
+        self.phases[name] = self.phases.get(name, 0.0) + now - self._last
+        self._last = now
 
 
 class Machine(abc.ABC):
@@ -42,13 +102,20 @@ class Machine(abc.ABC):
         self.vm_dir = vm_dir
         self.timeouts: Timeouts = spec.timeouts_for(accel)
         self.ssh_port: int | None = None
+        #: This VM's SSH host key, given to it in its seed. The harness accepts no other key
+        #: (a restored guest keeps its saved state's: see known_host_key).
+        self.host_key = HostKey.generate()
+        self.known_host_key = self.host_key.public_line
         self._ssh: GuestShell | None = None
         self.started_at: float | None = None
         self.ready_at: float | None = None
         self.booted_at: float | None = None
+        self.clock = PhaseClock()
         #: Ready also means cloud-init finished, where cloud-init configures the guest. The
         #: bench turns this off to time only "SSH answers" for the naive image.
         self.wait_for_cloud_init = True
+        #: Host budget cgroup and evidence folder of a scenario (set by the factory).
+        self.placement: Placement | None = None
 
     # -- what a backend provides ---------------------------------------------------------
     @abc.abstractmethod
@@ -79,6 +146,16 @@ class Machine(abc.ABC):
     def host_rss_mib(self) -> float | None:
         """Resident memory of the hypervisor process on the host."""
 
+    def host_pid(self) -> int | None:
+        """The hypervisor process while it runs (None when unknown or gone)."""
+        return None
+
+    def process_memory(self) -> ProcessMemory | None:
+        """The hypervisor process's memory split into private and shared (file) pages, and
+        its host swap, where the host can see the process."""
+        pid = self.host_pid()
+        return read_process_memory(pid) if pid else None
+
     @property
     def name(self) -> str:
         return self.spec.name
@@ -93,16 +170,26 @@ class Machine(abc.ABC):
             if self.ssh_port is None:
                 raise HarnessError(f"{self.name} has not been launched yet.")
             self._ssh = GuestShell(self.name, "127.0.0.1", self.ssh_port, self.image.ssh_user,
-                                   self.key.private_path, self.timeouts.command)
+                                   self.key, self.known_host_key, self.timeouts.command)
         return self._ssh
+
+    def known_hosts_file(self) -> Path:
+        """A known_hosts file with this guest's host key, for OpenSSH's own client."""
+        path = self.vm_dir / "known_hosts"
+        path.write_text(f"[127.0.0.1]:{self.ssh_port} {self.known_host_key}\n")
+        return path
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> Machine:
         self.started_at = time.monotonic()
+        self.clock.restart()
         try:
             self.launch()
+            self.clock.mark("launch")
             self.wait_ready()
+            self.clock.mark("first_command")
             self.after_ready()
+            self.clock.mark("fixups")
         except BaseException:
             self.kill()
             raise
@@ -110,8 +197,13 @@ class Machine(abc.ABC):
         log.info("%s ready in %.1f s (%s)", self.name, self.ready_at - self.started_at, self.accel.value)
         return self
 
+    def ready_command(self) -> str:
+        """The first command over SSH, which proves the guest ready; a backend may fold its
+        per-VM fix-ups into it (one round trip fewer)."""
+        return "true"
+
     def after_ready(self) -> None:  # noqa: B027 - an optional hook, empty by default
-        """Per-VM fix-ups once SSH works (a restored guest needs its clock and name)."""
+        """Per-VM fix-ups once SSH works that cannot ride on the readiness command."""
 
     def wait_booted(self, timeout: float | None = None) -> str:
         """Wait until systemd has finished booting (on the lean boot sshd comes first and the
@@ -151,8 +243,9 @@ class Machine(abc.ABC):
                  context=self.failure_context, abort=self.abort_reason,
                  fix="read the serial console tail above; raise the deadline with "
                      "BALLOON_HARNESS_TIMEOUT_SCALE if the host is just slow.")
+        self.clock.mark("ssh_connect")
         # Ready means a command works, not only that sshd accepted the key.
-        self.ssh.run("true", timeout=max(5.0, deadline.remaining()))
+        self.ssh.run(self.ready_command(), timeout=max(5.0, deadline.remaining()))
         if self.uses_cloud_init and self.wait_for_cloud_init:
             self._wait_cloud_init(deadline)
 

@@ -6,19 +6,34 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.accel import Accel
 from harness.config import Backend, VMSpec
 from harness.errors import ConfigError
+from harness.guestcode import bundle_digest, install_guest_code
+from harness.host.placement import Placement
 from harness.image.guest_image import GuestImage
 from harness.image.sshkey import SshKey
 from harness.machine.base import Machine
-from harness.machine.snapshot import SnapshotStore, restorable, snapshot_key
+from harness.machine.sharedram import RamMode, shared_ram_supported
+from harness.machine.snapshot import RAM_IMAGE, SnapshotStore, restorable, snapshot_key
 from harness.runtime import Run
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StartRecord:
+    """One machine start, for "what did this test wait for" (`make slowest`)."""
+
+    name: str
+    #: cold-boot | restore-shared | restore-streamed | template (a boot plus the save)
+    kind: str
+    backend: str
+    seconds: float
 
 
 @dataclass
@@ -31,7 +46,15 @@ class MachineFactory:
     libvirt_uri: str | None = None
     #: Where saved states live; None = always boot (--vm-fresh-boot).
     snapshots: SnapshotStore | None = None
+    #: How restored guests get their RAM: mapped from the saved RAM image (SHARED) or loaded
+    #: from the full stream (STREAMED, the older path and the fallback where the guard that
+    #: keeps the shared image whole cannot run). Each has its own saved state.
+    ram_mode: RamMode = field(default_factory=lambda: RamMode.SHARED if shared_ram_supported() else RamMode.STREAMED)
     machines: list[Machine] = field(default_factory=list)
+    starts: list[StartRecord] = field(default_factory=list)
+    #: Where the machines it makes run (a scenario's budget cgroup and evidence folder);
+    #: templates booted to be saved never get it.
+    placement: Placement | None = None
     _counter: int = 0
 
     def create(self, spec: VMSpec | None = None, **overrides) -> Machine:
@@ -48,6 +71,7 @@ class MachineFactory:
         instance_id = f"bh-{self.run.run_id}-{spec.name}-{self._counter}"
         vm_dir = self.run.vm_dir(f"{spec.name}-{self._counter}")
         machine = self._construct(spec, vm_dir, instance_id)
+        machine.placement = self.placement
         self.machines.append(machine)
         return machine
 
@@ -69,12 +93,19 @@ class MachineFactory:
         off, or when the VM asks for something a snapshot cannot show (extra kernel or QEMU
         arguments)."""
         machine = self.create(spec, **overrides)
+        started = time.monotonic()
         if not fresh and self.snapshots is not None and restorable(machine.spec):
-            from harness.machine.qemu import QemuMachine, qemu_binary
+            from harness.machine.qemu import QemuMachine
             assert isinstance(machine, QemuMachine)
-            key = snapshot_key(self.image.identity, machine.spec, self.accel.value, qemu_binary())
+            key = self.state_key(machine.spec)
             saved = self.snapshots.ensure(key, lambda folder: self._save_template(machine.spec, folder))
+            if saved.has_shared_ram and not saved.ram_image_intact():
+                # Restored guests map it copy-on-write and never write it: something else did.
+                log.warning("the RAM image of %s changed since it was saved; saving it again", saved.folder)
+                self.snapshots.discard(key, saved)
+                saved = self.snapshots.ensure(key, lambda folder: self._save_template(machine.spec, folder))
             machine.restore_from(saved)
+            started = time.monotonic()  # a template made just now is booked on its own
         machine.start()
         if settle:
             try:
@@ -82,7 +113,18 @@ class MachineFactory:
             except BaseException:
                 self.release(machine)
                 raise
+        mode = getattr(machine, "ram_mode", None)
+        kind = f"restore-{mode.value}" if mode is not None and getattr(machine, "restored", False) else "cold-boot"
+        self.starts.append(StartRecord(machine.name, kind, machine.spec.backend.value,
+                                       round(time.monotonic() - started, 2)))
         return machine
+
+    def state_key(self, spec: VMSpec) -> str:
+        """The saved state a restore of `spec` needs: image, configuration, QEMU and its
+        command line, and the guest code synced into the template."""
+        from harness.machine.qemu import machine_signature, qemu_binary
+        return snapshot_key(self.image.identity, spec, self.accel.value, qemu_binary(),
+                            machine_signature(spec, self.image, self.accel) + bundle_digest() + self.ram_mode.value)
 
     def _save_template(self, spec: VMSpec, folder: Path) -> dict:
         """Boot a guest of this configuration, wait until it is ready, save it."""
@@ -91,10 +133,16 @@ class MachineFactory:
         self._counter += 1
         template = self._construct(spec.with_(name="template"), self.run.vm_dir(f"template-{self._counter}"),
                                    f"bh-{self.run.run_id}-template-{self._counter}")
+        if self.ram_mode is RamMode.SHARED:
+            template.template_ram = folder / RAM_IMAGE  # type: ignore[attr-defined]
+        started = time.monotonic()
         try:
             template.start()
             boot_s = (template.ready_at or 0) - (template.started_at or 0)
+            install_guest_code(template)  # the host's version, whatever the image baked in
             meta = template.save_state(folder)
+            self.starts.append(StartRecord("template", "template", spec.backend.value,
+                                           round(time.monotonic() - started, 2)))
             return {"boot_seconds": round(boot_s, 2), **meta}
         finally:
             template.kill()

@@ -15,18 +15,20 @@ import os
 import re
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 from harness.accel import TCG_TB_SIZE_MIB, Accel
 from harness.balloon import Balloon, BalloonState, GuestMemoryStats
 from harness.config import VMSpec
-from harness.errors import HarnessError, LaunchError, MissingDependency
+from harness.errors import ConfigError, HarnessError, LaunchError, MissingDependency
+from harness.host.placement import GUEST_PORT_NAME
 from harness.image.guest_image import GuestImage
 from harness.image.sshkey import SshKey
 from harness.machine.base import CMDLINE, PROCESS_LOG, Machine
 from harness.machine.qemu import VmFiles, kernel_cmdline, prepare_vm_disks, seed_spec_for, ssh_forward_port
-from harness.runtime import RUN_PREFIX, Run
+from harness.runtime import RUN_PREFIX, Owner, Run
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +116,19 @@ def open_connection(uri: str | None):
     return conn
 
 
-def domain_xml(name: str, spec: VMSpec, image: GuestImage, accel: Accel, files: VmFiles, run_id: str) -> str:
+def harness_metadata(run_id: str, vm_name: str, owner: Owner) -> str:
+    """Our <metadata> element: the run, the VM, and the owner process the reaper judges by."""
+    return (f"<{METADATA_KEY}:harness xmlns:{METADATA_KEY}={quoteattr(METADATA_NS)}><run>{escape(run_id)}</run>"
+            f"<vm>{escape(vm_name)}</vm>{owner.to_xml()}</{METADATA_KEY}:harness>")
+
+
+def domain_xml(name: str, spec: VMSpec, image: GuestImage, accel: Accel, files: VmFiles, run_id: str,
+               *, stream_file: Path | None = None, partition: str | None = None) -> str:
     """The domain for `spec`. User-mode networking with a host port forward is not in
     libvirt's slirp model, so it is passed to QEMU as <qemu:commandline>: the guest sees
     the same fixed addresses (10.0.2.15 via 10.0.2.2) as under the embedded backend. It
-    takes the last PCI slot, which libvirt does not hand out before it runs out of others."""
+    takes the last PCI slot, which libvirt does not hand out before it runs out of others.
+    A host memory budget is a resource partition shared by the scenario's domains."""
     dtype = "kvm" if accel is Accel.KVM else "qemu"
     cpu = "<cpu mode='host-passthrough'/>" if accel is Accel.KVM else "<cpu mode='maximum'/>"
     tcg = "" if accel is Accel.KVM else f"<tcg><tb-cache unit='MiB'>{TCG_TB_SIZE_MIB}</tb-cache></tcg>"
@@ -127,9 +137,13 @@ def domain_xml(name: str, spec: VMSpec, image: GuestImage, accel: Accel, files: 
                    f"<cmdline>{escape(kernel_cmdline(spec, image))}</cmdline>")
     else:
         os_boot = "<boot dev='hd'/>"
+    balloon = "".join(f" {attr}='on'" for attr, on in (("autodeflate", spec.balloon.deflate_on_oom),
+                                                        ("freePageReporting", spec.balloon.free_page_reporting)) if on)
+    resource = f"<resource><partition>{escape(partition)}</partition></resource>" if partition else ""
+    stream = quoteattr(str(stream_file or files.stream))
     return f"""<domain type='{dtype}' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
-  <name>{escape(name)}</name>
-  <metadata><{METADATA_KEY}:harness xmlns:{METADATA_KEY}={quoteattr(METADATA_NS)}><run>{escape(run_id)}</run><vm>{escape(spec.name)}</vm></{METADATA_KEY}:harness></metadata>
+  <name>{escape(name)}</name>{resource}
+  <metadata>{harness_metadata(run_id, spec.name, Owner.current())}</metadata>
   <memory unit='MiB'>{spec.memory_mib}</memory>
   <currentMemory unit='MiB'>{spec.memory_mib}</currentMemory>
   <vcpu>{spec.cpus}</vcpu>
@@ -148,7 +162,8 @@ def domain_xml(name: str, spec: VMSpec, image: GuestImage, accel: Accel, files: 
     </disk>
     <serial type='file'><source path={quoteattr(str(files.serial))}/><target port='0'/></serial>
     <console type='file'><source path={quoteattr(str(files.serial))}/><target type='serial' port='0'/></console>
-    <memballoon model='virtio'><stats period='{spec.balloon_stats_interval_s}'/></memballoon>
+    <memballoon model='virtio'{balloon}><stats period='{spec.balloon_stats_interval_s}'/></memballoon>
+    <channel type='file'><source path={stream} append='on'/><target type='virtio' name='{GUEST_PORT_NAME}'/></channel>
     <video><model type='none'/></video>
   </devices>
   <seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>
@@ -209,10 +224,16 @@ class LibvirtMachine(Machine):
     def launch(self) -> None:
         libvirt = _libvirt()
         prepare_vm_disks(self.files, self.image.disk, self.image.disk_format,
-                         seed_spec_for(self.spec, self.image, self.key, self.instance_id))
-        self._xml = domain_xml(self.domain_name, self.spec, self.image, self.accel, self.files, self.run.run_id)
+                         seed_spec_for(self.spec, self.image, self.key, self.instance_id, self.host_key))
+        placement = self.placement
+        self._xml = domain_xml(self.domain_name, self.spec, self.image, self.accel, self.files, self.run.run_id,
+                               stream_file=placement.stream_file(self.name) if placement else None,
+                               partition=placement.libvirt_partition if placement else None)
         (self.vm_dir / "domain.xml").write_text(self._xml)
         self.conn = connect(self.uri)
+        if self.spec.balloon.free_page_reporting and self.conn.getLibVersion() < 6_009_000:
+            raise ConfigError("This libvirt is older than 6.9 and has no <memballoon freePageReporting>.",
+                              fix="turn free_page_reporting off for libvirt guests, or use the qemu backend.")
         try:
             # AUTODESTROY: libvirtd destroys the domain when this connection closes, which
             # includes this process dying.
@@ -287,6 +308,14 @@ class LibvirtMachine(Machine):
             return f"the guest is paused after an error (reason {reason})"
         return None
 
+    def host_pid(self) -> int | None:
+        """QEMU's pid, from the pid file libvirtd writes (root's qemu:///system)."""
+        try:
+            pid = int(Path(f"/run/libvirt/qemu/{self.domain_name}.pid").read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if self.domain is not None and Path(f"/proc/{pid}").exists() else None
+
     def host_rss_mib(self) -> float | None:
         try:
             rss = self.domain.memoryStats().get("rss") if self.domain is not None else None
@@ -324,9 +353,17 @@ class LibvirtMachine(Machine):
             path.unlink(missing_ok=True)
 
 
-def harness_domains(conn) -> list[tuple[object, str]]:
-    """(domain, run id) of every domain this harness created on `conn`: the name prefix
-    AND our metadata must both be there, so no foreign domain is ever touched."""
+@dataclass(frozen=True)
+class HarnessDomain:
+    domain: object
+    run_id: str
+    #: None for a domain made by a harness that did not record its owner yet.
+    owner: Owner | None
+
+
+def harness_domains(conn) -> list[HarnessDomain]:
+    """Every domain this harness created on `conn`: the name prefix AND our metadata must
+    both be there, so no foreign domain is ever touched."""
     libvirt = _libvirt()
     found = []
     for dom in conn.listAllDomains():
@@ -338,6 +375,5 @@ def harness_domains(conn) -> list[tuple[object, str]]:
             continue  # no harness metadata: not ours
         match = re.search(r"<run>([^<]+)</run>", meta)
         if match:
-            found.append((dom, match[1]))
+            found.append(HarnessDomain(dom, match[1], Owner.from_xml(meta)))
     return found
-

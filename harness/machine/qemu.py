@@ -10,6 +10,7 @@ process is SIGKILLed; `balloon-harness reap` removes the files such a death leav
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import re
@@ -25,14 +26,31 @@ from pathlib import Path
 from harness.accel import Accel, qemu_accel_args
 from harness.balloon import MIB, Balloon, BalloonState, GuestMemoryStats
 from harness.config import BootPath, SwapKind, VMSpec
-from harness.errors import HarnessError, ImageError, LaunchError
+from harness.errors import ConfigError, HarnessError, ImageError, LaunchError
+from harness.host.placement import GUEST_PORT_NAME, GUEST_STREAM
 from harness.hosttools import require_tool
 from harness.image.guest_image import GuestImage, ImageKind
 from harness.image.seed import SeedSpec, write_seed_iso
-from harness.image.sshkey import SshKey
-from harness.machine.base import CMDLINE, PROCESS_LOG, QMP_LOG, SEED_COPY, SERIAL_LOG, Machine
+from harness.image.sshkey import HostKey, SshKey
+from harness.machine.base import (
+    CMDLINE,
+    PROCESS_LOG,
+    QMP_LOG,
+    SEED_COPY,
+    SERIAL_LOG,
+    Machine,
+)
 from harness.machine.qmp import QmpConnection, QmpError
-from harness.machine.snapshot import DISK, STATE, SavedState, save_running, wait_migration
+from harness.machine.sharedram import RAM_ID, DiscardGuard, RamMode, memory_backend
+from harness.machine.snapshot import (
+    DEVICE_STATE,
+    DISK,
+    STATE,
+    SavedState,
+    save_running,
+    set_ignore_shared,
+    wait_migration,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +66,46 @@ def qemu_binary() -> str:
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _child_setup(cgroup_procs: Path | None):
+    """What the child does between fork and exec: die with its parent and, with a host
+    memory budget, move itself into the budget cgroup (writing "0" moves the writer), so
+    that every page QEMU ever touches is charged to the budget and the harness, which
+    never joins it, cannot be the host OOM killer's victim."""
+    path = os.fsencode(cgroup_procs) if cgroup_procs is not None else None
+
+    def setup() -> None:
+        _die_with_parent()
+        if path is not None:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+    return setup
+
+
+@functools.cache
+def balloon_properties(binary: str) -> frozenset[str]:
+    """The virtio-balloon-pci properties this QEMU knows (QEMU 7.2 has free-page-reporting,
+    deflate-on-oom, guest-stats-polling-interval; older ones may lack some)."""
+    try:
+        out = subprocess.run([binary, "-device", "virtio-balloon-pci,help"], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return frozenset()
+    return frozenset(m[1] for m in re.finditer(r"^\s+([a-z0-9_-]+)=", out, re.M))
+
+
+def check_balloon_device(spec: VMSpec, binary: str) -> None:
+    wanted = [name for name, on in (("free-page-reporting", spec.balloon.free_page_reporting),
+                                    ("deflate-on-oom", spec.balloon.deflate_on_oom)) if on]
+    known = balloon_properties(binary)
+    missing = [name for name in wanted if known and name not in known]
+    if missing:
+        raise ConfigError(f"This QEMU ({binary}) has no virtio-balloon property {', '.join(missing)}.",
+                          fix="turn the option off in the scenario, or use QEMU >= 5.1 (free-page-reporting).")
 
 
 @dataclass(frozen=True)
@@ -76,6 +134,11 @@ class VmFiles:
     def pidfile(self) -> Path:
         return self.root / "qemu.pid"
 
+    @property
+    def stream(self) -> Path:
+        """The guest port's output when the machine has no placement of its own."""
+        return self.root / GUEST_STREAM
+
 
 def create_overlay(base: Path, base_format: str, overlay: Path) -> None:
     """A copy-on-write overlay: the base is opened read-only through it, never written."""
@@ -94,7 +157,7 @@ def prepare_vm_disks(files: VmFiles, base: Path, base_format: str, seed: SeedSpe
     files.root.mkdir(parents=True, exist_ok=True)
     create_overlay(base, base_format, files.overlay)
     write_seed_iso(seed, files.seed)
-    (files.root / SEED_COPY).write_text(seed.meta_data() + "---\n" + seed.user_data())
+    (files.root / SEED_COPY).write_text(seed.meta_data() + "---\n" + seed.user_data(redact=True))
 
 
 #: How HMP `info usernet` lists the SSH forward: the host port chosen for port 0.
@@ -106,11 +169,12 @@ def ssh_forward_port(usernet: str) -> int | None:
     return int(match[1]) if match else None
 
 
-def seed_spec_for(spec: VMSpec, image: GuestImage, key: SshKey, instance_id: str) -> SeedSpec:
+def seed_spec_for(spec: VMSpec, image: GuestImage, key: SshKey, instance_id: str,
+                  host_key: HostKey) -> SeedSpec:
     swap_mib = spec.swap.size_mib if (image.kind is ImageKind.CLOUD and
                                       spec.swap.kind is SwapKind.FILE) else 0
     return SeedSpec(instance_id=instance_id, hostname=spec.name,
-                    authorized_keys=(key.public_line,), swap_file_mib=swap_mib)
+                    authorized_keys=(key.public_line,), swap_file_mib=swap_mib, host_key=host_key)
 
 
 def kernel_cmdline(spec: VMSpec, image: GuestImage) -> str:
@@ -122,10 +186,16 @@ def kernel_cmdline(spec: VMSpec, image: GuestImage) -> str:
 
 
 def build_argv(spec: VMSpec, image: GuestImage, accel: Accel, files: VmFiles,
-               *, incoming: bool = False) -> list[str]:
+               *, incoming: bool = False, ram_image: Path | None = None, ram_private: bool = True,
+               stream_file: Path | None = None) -> list[str]:
+    """`ram_image`: the guest's RAM lives in this file (the template: share=on; a restored
+    guest: copy-on-write over it, `ram_private`). Otherwise anonymous RAM. `stream_file`:
+    where the guest sampler's port is written (a scenario's run folder; else the VM folder)."""
+    shared_template = ram_image is not None and ram_private
     argv = [qemu_binary(), "-name", f"guest={spec.name},debug-threads=on",
-            "-machine", "pc", *qemu_accel_args(accel),
+            "-machine", f"pc,memory-backend={RAM_ID}", *qemu_accel_args(accel),
             "-smp", str(spec.cpus), "-m", f"{spec.memory_mib}M",
+            *memory_backend(spec.memory_mib, ram_image, private=ram_private),
             "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
             "-no-reboot",
             "-chardev", f"socket,id=qmp,path={files.qmp_socket}",
@@ -134,19 +204,36 @@ def build_argv(spec: VMSpec, image: GuestImage, accel: Accel, files: VmFiles,
     if image.direct_kernel_boot:
         argv += ["-kernel", str(image.kernel), "-initrd", str(image.initrd),
                  "-append", kernel_cmdline(spec, image)]
-    # cache=unsafe: the overlay is thrown away with the VM, flushes buy nothing.
-    argv += ["-drive", f"if=none,id=disk0,file={files.overlay},format=qcow2,cache=unsafe,discard=unmap",
+    # cache=unsafe: the overlay is thrown away with the VM, flushes buy nothing. Over a shared
+    # template RAM image the disk never punches holes (see sharedram: its guard fakes them).
+    discard = "ignore" if shared_template else "unmap"
+    argv += ["-drive", f"if=none,id=disk0,file={files.overlay},format=qcow2,cache=unsafe,discard={discard}",
              "-device", "virtio-blk-pci,drive=disk0" + ("" if image.direct_kernel_boot else ",bootindex=1"),
              "-drive", f"if=none,id=seed0,file={files.seed},format=raw,readonly=on",
              "-device", "virtio-blk-pci,drive=seed0",
              # Port 0: slirp picks a free host port, read back over QMP. No races under xdist.
              "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22",
              "-device", "virtio-net-pci,netdev=net0,romfile=",
-             "-device", "virtio-balloon-pci,id=balloon0"]
+             "-device", "virtio-balloon-pci,id=balloon0" + spec.balloon.qemu_properties(),
+             # The guest sampler's live stream (harness.host.placement): always present, so
+             # that every saved state has the same devices.
+             "-device", "virtio-serial-pci,id=vser0",
+             "-chardev", f"file,id=bhport,append=on,path={_qemu_path(stream_file or files.stream)}",
+             "-device", f"virtserialport,bus=vser0.0,chardev=bhport,name={GUEST_PORT_NAME}"]
     if incoming:
         argv += ["-incoming", "defer"]
     argv += list(spec.extra_qemu_args)
     return argv
+
+
+def machine_signature(spec: VMSpec, image: GuestImage, accel: Accel) -> str:
+    """The command line a saved state must be restored with, without the per-VM paths and
+    name: part of the saved state's key."""
+    return shlex.join(build_argv(spec.with_(name="template"), image, accel, VmFiles(Path("/vm")), incoming=True))
+
+
+def _qemu_path(path: Path) -> str:
+    return str(path).replace(",", ",,")  # a comma ends a QEMU option value unless doubled
 
 
 class QemuBalloon(Balloon):
@@ -199,15 +286,40 @@ class QemuMachine(Machine):
         self._balloon: QemuBalloon | None = None
         self._argv: list[str] = []
         #: Set by a restore: the saved guest to load (its state, and its frozen disk under
-        #: this VM's overlay) instead of booting.
+        #: this VM's overlay) instead of booting, and how its RAM comes back.
         self.saved: SavedState | None = None
+        self.ram_mode: RamMode | None = None
+        #: Set on the template: boot with the RAM in this file (share=on), to be saved.
+        self.template_ram: Path | None = None
+
+    def _ram_args(self) -> dict:
+        if self.template_ram is not None:
+            return {"ram_image": self.template_ram, "ram_private": False}
+        if self.saved is not None and self.ram_mode is RamMode.SHARED:
+            return {"ram_image": self.saved.ram_image, "ram_private": True}
+        return {}
+
+    def _preexec(self, cgroup_procs: Path | None):
+        guard = DiscardGuard() if self.ram_mode is RamMode.SHARED else None
+        setup = _child_setup(cgroup_procs)
+
+        def run() -> None:  # in the child, between fork and exec
+            setup()
+            if guard is not None:
+                guard.install()
+        return run
 
     # -- launch -------------------------------------------------------------------------
     def launch(self) -> None:
         base, fmt = (self.saved.disk, "qcow2") if self.saved else (self.image.disk, self.image.disk_format)
-        prepare_vm_disks(self.files, base, fmt, seed_spec_for(self.spec, self.image, self.key, self.instance_id))
+        prepare_vm_disks(self.files, base, fmt,
+                         seed_spec_for(self.spec, self.image, self.key, self.instance_id, self.host_key))
+        check_balloon_device(self.spec, qemu_binary())
+        self.clock.mark("disks")
+        placement = self.placement
         self._argv = build_argv(self.spec, self.image, self.accel, self.files,
-                                incoming=self.restored)
+                                incoming=self.restored, **self._ram_args(),
+                                stream_file=placement.stream_file(self.name) if placement else None)
         (self.vm_dir / CMDLINE).write_text(self.command_line() + "\n")
         self.qmp = QmpConnection(self.name, self.files.qmp_socket, self.vm_dir / QMP_LOG)
         self.qmp.listen()
@@ -215,13 +327,15 @@ class QemuMachine(Machine):
             try:
                 self.process = subprocess.Popen(
                     self._argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent, start_new_session=True, close_fds=True)
+                    preexec_fn=self._preexec(placement.cgroup_procs if placement else None),
+                    start_new_session=True, close_fds=True)
             except OSError as exc:
                 raise LaunchError(f"Cannot execute QEMU for {self.name}: {exc}.",
                                   command=self._argv,
                                   fix="install qemu-system-x86 or set BALLOON_HARNESS_QEMU.") from None
         self.files.pidfile.write_text(f"{self.process.pid}\n")
         self._accept_qmp()
+        self.clock.mark("qemu_start")
         self._balloon = QemuBalloon(self.qmp, self.spec.memory_mib)
         if self.restored:
             self._load_incoming()
@@ -247,13 +361,18 @@ class QemuMachine(Machine):
 
     def _load_incoming(self) -> None:
         assert self.qmp is not None and self.process is not None and self.saved is not None
-        self.qmp.execute("migrate-incoming", {"uri": self.saved.incoming_uri})
+        shared = self.ram_mode is RamMode.SHARED
+        if shared:
+            set_ignore_shared(self.qmp, True)
+        self.qmp.execute("migrate-incoming", {"uri": self.saved.incoming_uri(shared)})
         status = wait_migration(self.qmp, self.timeouts.boot, alive=lambda: self.process.poll() is None).get("status")
+        self.clock.mark("state_load")
         if status == "completed":
             self.qmp.execute("cont")
+            self.clock.mark("cont")
             return
         if status in ("failed", "cancelled") or self.process.poll() is not None:
-            raise LaunchError(f"Restoring {self.name} from {self.saved.state} failed "
+            raise LaunchError(f"Restoring {self.name} ({self.saved.incoming_uri(shared)}) failed "
                               f"(migration status {status}).", command=self._argv,
                               output=self._process_output(),
                               fix=f"delete the saved state {self.saved.folder} so that the next run "
@@ -303,36 +422,44 @@ class QemuMachine(Machine):
             return f"the guest is in QEMU run state {status!r}{hint}"
         return None
 
+    def host_pid(self) -> int | None:
+        return self.process.pid if self.process is not None and self.process.poll() is None else None
+
+    def exit_status(self) -> int | None:
+        return self.process.poll() if self.process is not None else None
+
     def host_rss_mib(self) -> float | None:
-        if self.process is None or self.process.poll() is not None:
-            return None
-        try:
-            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            return None
-        return None
+        memory = self.process_memory()
+        return memory.rss_mib if memory else None
 
     # -- boot once, restore many -------------------------------------------------------
     def restore_from(self, saved: SavedState) -> None:
-        """Make the next start() load `saved` instead of booting."""
+        """Make the next start() load `saved` instead of booting: map its RAM image or
+        stream its full state, whichever it holds. The restored guest's sshd holds the
+        saved guest's host key, recorded with the state."""
         self.saved = saved
+        self.known_host_key = saved.host_key
+        self.ram_mode = RamMode.SHARED if saved.has_shared_ram else RamMode.STREAMED
 
     @property
     def restored(self) -> bool:
         return self.saved is not None
 
-    def after_ready(self) -> None:
+    def ready_command(self) -> str:
         if not self.restored:
-            return
+            return "true"
         # The saved guest's clock stopped at the save, its hostname and RNG state are the
-        # template's: give this VM its own. One round trip; the clock is set last, with the
-        # one-way latency of the previous command added.
-        one_way = self.ssh.run("true").duration_s / 2
+        # template's: the readiness command gives this VM its own (the clock is off by the
+        # command's one-way latency, tens of milliseconds). The kernel log line marks, on
+        # this VM's own serial console, where the restored guest's life begins.
+        assert self.ram_mode is not None
         noise = "".join(f"\\{b:03o}" for b in secrets.token_bytes(64))
-        self.ssh.run(f"hostname {self.name} && echo {self.name} > /etc/hostname && "
-                     f"printf '{noise}' > /dev/urandom && date -s @{time.time() + one_way:.3f} >/dev/null")
+        # Shell builtins where they will do: every program started right after a restore
+        # is translated afresh by TCG.
+        return (f"echo {self.name} > /proc/sys/kernel/hostname && echo {self.name} > /etc/hostname && "
+                f"printf '{noise}' > /dev/urandom && "
+                f"echo '<4>balloon-harness: restored as {self.name} ({self.ram_mode.value} RAM)' > /dev/kmsg && "
+                f"date -s @{time.time():.3f} >/dev/null")
 
     def save_state(self, folder: Path) -> dict:
         """Save this running, ready guest into `folder` (state + frozen disk) and stop QEMU."""
@@ -343,7 +470,11 @@ class QemuMachine(Machine):
         self.wait_booted()
         self.ssh.run("sync && echo 3 > /proc/sys/vm/drop_caches", timeout=self.timeouts.boot)
         self.ssh.close()
-        seconds = save_running(self.qmp, folder / STATE, self.timeouts.boot)
+        # With its RAM in a file, only the devices are saved (x-ignore-shared); otherwise the
+        # full stream. (QEMU refuses a second save of a guest paused by a first one.)
+        shared = self.template_ram is not None
+        state_file = folder / (DEVICE_STATE if shared else STATE)
+        seconds = save_running(self.qmp, state_file, self.timeouts.boot, devices_only=shared)
         try:
             self.qmp.execute("quit", timeout=self.timeouts.shutdown)
         except QmpError:
@@ -351,9 +482,15 @@ class QemuMachine(Machine):
         self.process.wait(self.timeouts.shutdown)
         shutil.move(self.files.overlay, folder / DISK)
         self.kill()
-        return {"save_seconds": round(seconds, 2), "state_bytes": (folder / STATE).stat().st_size,
+        meta: dict = {"ram_mode": (RamMode.SHARED if shared else RamMode.STREAMED).value}
+        if shared:
+            with self.template_ram.open("rb") as ram:
+                os.fsync(ram.fileno())  # on disk before the state is published
+            st = self.template_ram.stat()
+            meta.update(ram_image=[st.st_size, st.st_mtime_ns], ram_image_disk_bytes=st.st_blocks * 512)
+        return {"save_seconds": round(seconds, 2), "state_bytes": state_file.stat().st_size,
                 "memory_mib": self.spec.memory_mib, "cpus": self.spec.cpus, "swap": str(self.spec.swap),
-                "base_image": str(self.image.disk)}
+                "base_image": str(self.image.disk), "host_key": self.known_host_key, **meta}
 
     # -- stop ---------------------------------------------------------------------------
     def shutdown(self) -> None:

@@ -1,8 +1,14 @@
 """Boot once, restore many: a booted, ready guest saved to disk (QMP migration to a file
-plus its frozen disk overlay), and new guests restored from it in a second or two.
+plus its frozen disk overlay), and new guests restored from it.
+
+A saved state holds either the template's RAM image (ram.img: its RAM ran in that file) and
+its device state alone (devices.bin: saved with x-ignore-shared), which restored guests map
+copy-on-write and load (harness.machine.sharedram), or, on the older streamed path, the full
+migration stream with the RAM in it (state.bin), loaded into anonymous memory. Which one is
+part of the key.
 
 The saved state is keyed by everything that shapes it (image, memory, vCPUs, swap, boot
-path, accelerator, QEMU version), kept in the image cache, created under a file lock (so
+path, balloon device options, accelerator, QEMU version), kept in the image cache, created under a file lock (so
 xdist workers and parallel jobs share one), and published by rename (never half-written).
 Each restored guest gets its own copy-on-write overlay on the frozen disk; per-VM state is
 fixed after `cont`: clock, hostname, and the kernel RNG (reseeded from the host).
@@ -30,8 +36,12 @@ from harness.waiting import Deadline
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_VERSION = "1"
+#: 2: the saved guest has a host key of its own, recorded in meta.json.
+#: 3: and a RAM image mapped by restored guests (ram.img + devices.bin), or state.bin.
+#: 4: every machine has the virtio-serial evidence port.
+SNAPSHOT_VERSION = "4"
 DISK, STATE, META = "disk.qcow2", "state.bin", "meta.json"
+RAM_IMAGE, DEVICE_STATE = "ram.img", "devices.bin"
 
 
 @dataclass(frozen=True)
@@ -47,11 +57,41 @@ class SavedState:
         return self.folder / STATE
 
     @property
-    def incoming_uri(self) -> str:
-        return f"exec:cat {self.state}"
+    def ram_image(self) -> Path:
+        return self.folder / RAM_IMAGE
+
+    @property
+    def device_state(self) -> Path:
+        return self.folder / DEVICE_STATE
+
+    def incoming_uri(self, shared_ram: bool) -> str:
+        return f"exec:cat {self.device_state if shared_ram else self.state}"
+
+    @property
+    def has_shared_ram(self) -> bool:
+        return self.device_state.exists()
+
+    def ram_image_intact(self) -> bool:
+        """The RAM image still has the size and mtime it was saved with: nothing wrote to it
+        (restored guests map it copy-on-write and must never change it)."""
+        expected = self.meta().get("ram_image")
+        try:
+            st = self.ram_image.stat()
+        except OSError:
+            return False
+        return bool(expected) and [st.st_size, st.st_mtime_ns] == expected
 
     def meta(self) -> dict:
         return json.loads((self.folder / META).read_text())
+
+    @property
+    def host_key(self) -> str:
+        """The saved guest's public SSH host key: every guest restored from it presents it."""
+        key = self.meta().get("host_key")
+        if not key:
+            raise HarnessError(f"The saved state {self.folder} records no SSH host key.",
+                               fix=f"delete {self.folder}; the next run saves a new one.")
+        return key
 
 
 def restorable(spec: VMSpec) -> bool:
@@ -69,18 +109,31 @@ def _qemu_version(binary: str) -> str:
         return "?"
 
 
-def snapshot_key(image_identity: str, spec: VMSpec, accel: str, qemu_binary: str) -> str:
+def snapshot_key(image_identity: str, spec: VMSpec, accel: str, qemu_binary: str,
+                 machine_signature: str = "") -> str:
+    """`machine_signature`: the QEMU command line with per-VM paths left out; any device
+    option that changes it (and so the device state a restore must match) keys a new state."""
     parts = [SNAPSHOT_VERSION, image_identity, str(spec.memory_mib), str(spec.cpus), str(spec.swap),
-             spec.boot_path.value, str(spec.balloon_stats_interval_s), accel, _qemu_version(qemu_binary)]
+             spec.boot_path.value, str(spec.balloon_stats_interval_s), accel, _qemu_version(qemu_binary),
+             # Device properties are in the migration stream: a restore needs the same ones
+             # (the command line holds them too, where the caller has one).
+             spec.balloon.qemu_properties(), machine_signature]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
 
 
-def save_running(qmp: QmpConnection, state_file: Path, timeout: float) -> float:
-    """Pause the guest and stream its state to `state_file`; returns seconds taken."""
+def set_ignore_shared(qmp: QmpConnection, on: bool) -> None:
+    qmp.execute("migrate-set-capabilities", {"capabilities": [{"capability": "x-ignore-shared", "state": on}]})
+
+
+def save_running(qmp: QmpConnection, state_file: Path, timeout: float, *, devices_only: bool = False) -> float:
+    """Pause the guest (if running) and stream its state to `state_file`; returns seconds
+    taken. `devices_only`: leave out RAM that lives in a shared file (x-ignore-shared). A
+    paused guest can be saved several times."""
     started = time.monotonic()
     qmp.execute("stop")
     # No throttling: the guest is paused, the only limit is the disk.
     qmp.execute("migrate-set-parameters", {"max-bandwidth": 64 << 30})
+    set_ignore_shared(qmp, devices_only)
     qmp.execute("migrate", {"uri": f"exec:cat > {state_file}"})
     info = wait_migration(qmp, timeout)
     status = info.get("status")
@@ -113,6 +166,13 @@ class SnapshotStore:
     def load(self, key: str) -> SavedState | None:
         folder = self.folder(key)
         return SavedState(folder) if (folder / META).exists() else None
+
+    def discard(self, key: str, saved: SavedState) -> None:
+        """Remove a damaged saved state (guests already running keep their mapping)."""
+        with self.cache.lock(f"snapshot-{key}"):
+            current = self.load(key)
+            if current is not None and current.meta().get("created") == saved.meta().get("created"):
+                shutil.rmtree(self.folder(key), ignore_errors=True)
 
     def ensure(self, key: str, create) -> SavedState:
         """The saved state for `key`, calling `create(tmp_folder) -> dict` to make it if

@@ -1,46 +1,45 @@
-"""Running a scenario: boot, start the workloads, drive the balloon, record everything,
-and leave a run folder that someone can attach to a bug report.
+"""Running a scenario: set up the host budget, boot (or restore) every guest together, start
+the workloads, let the balloon policy act, record everything as it happens, and leave a run
+folder that someone can attach to a bug report (see harness.scenario.evidence).
 
-Host-side decisions are limited to the schedule (when to start a workload, where to move
-the balloon): every pressure decision is made inside the guest by the Intermediate daemon,
-because under real overcommit the guest can stop answering SSH for a minute.
+The host decides only what a host can: when to start a workload and, through the balloon
+policy, where each balloon goes (from the balloon's statistics and the budget cgroup, never
+SSH). Every pressure decision inside a guest is made by its Intermediate daemon, because
+under real overcommit a guest can stop answering SSH for a minute.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.balloon import BalloonController
+from harness.config import Backend
 from harness.errors import HarnessError
-from harness.guest.intermediate.held import held_labels
-from harness.guestcode import GUEST_ROOT, install_guest_code
-from harness.intermediate import (
-    STATE_DIR,
-    read_events,
-    start_intermediate,
-    stop_intermediate,
-)
-from harness.ledger import HostSampler, Ledger, measure_clock_offset, start_guest_sampler, stop_guest_sampler
+from harness.host.budget import HostBudget
+from harness.host.placement import Placement
 from harness.machine.base import Machine
 from harness.machine.factory import MachineFactory
-from harness.plot import plot_run
-from harness.scenario.model import Scenario
-from harness.scenario.report import ExpectationResult, check_expectations, summarize, verdict
-from harness.workloads import read_progress, start_workload, stop_all_workloads, workload_status
+from harness.scenario.evidence import HARNESS_EVENTS, HOST_LEDGER, RUN_META, JsonlAppender
+from harness.scenario.guest import GuestDriver
+from harness.scenario.monitor import GuestHandle, HostMonitor
+from harness.scenario.policyrun import PolicyLoop, policy_for
+from harness.scenario.rebuild import SUMMARY, build_report
+from harness.scenario.report import ExpectationResult
+from harness.scenario.spec import GuestSection, Scenario
+from harness.scenario.table import verdict
+from harness.scenario.variants import Variant, parse_variant
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
-
-# What is held in the guest: processes in state T and the tasks of frozen cgroups (JSON).
-LIST_HELD = f"cd {GUEST_ROOT} && python3 -m harness.guest.intermediate held"
 
 
 @dataclass
@@ -53,215 +52,227 @@ class RunResult:
 
     @property
     def passed(self) -> bool:
-        return all(e.passed for e in self.expectations)
+        return all(e.passed for e in self.expectations) and "error" not in self.summary
 
     def failures(self) -> list[ExpectationResult]:
-        return [e for e in self.expectations if not e.passed]
-
-
-class _Schedule(threading.Thread):
-    """Executes the balloon steps on time and measures when each target is reached."""
-
-    def __init__(self, scenario: Scenario, controller: BalloonController, sampler: HostSampler,
-                 t0: float, stop: threading.Event, record: Callable[[dict], None]) -> None:
-        super().__init__(name="balloon-schedule", daemon=True)
-        self.scenario, self.controller, self.sampler = scenario, controller, sampler
-        self.t0, self.stop_event, self.record = t0, stop, record
-        self.steps: list[dict] = []
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            current = float(self.controller.balloon.max_mib)
-            steps = self.scenario.balloon
-            for i, step in enumerate(steps):
-                if self.stop_event.wait(max(0.0, self.t0 + step.at_s - time.time())):
-                    return
-                started = time.time()
-                self.record({"event": "balloon-step", "target_mib": step.target_mib, "ramp_s": step.ramp_s})
-                self.sampler.note_target(step.target_mib)
-                self.controller.ramp(current, step.target_mib, step.ramp_s, should_stop=self.stop_event.is_set)
-                current = step.target_mib
-                # Until the next step (or the time limit), watch `actual` approach the target.
-                horizon = (self.t0 + steps[i + 1].at_s) if i + 1 < len(steps) else (self.t0 + self.scenario.time_limit_s)
-                result = self.controller.wait_until(step.target_mib, timeout=max(1.0, horizon - time.time()))
-                closest = result.actual_mib
-                entry = {"target_mib": step.target_mib, "at_s": step.at_s,
-                         "direction": "down" if step.target_mib < self.controller.balloon.max_mib else "up",
-                         "reached": result.reached, "closest_mib": round(closest, 1),
-                         "seconds_to_reach": round(time.time() - started, 1) if result.reached else None}
-                self.steps.append(entry)
-                self.record({"event": "balloon-result", **entry})
-        except BaseException as exc:
-            self.error = exc
+        failed = [e for e in self.expectations if not e.passed]
+        if "error" in self.summary:
+            failed.append(ExpectationResult("run", False, self.summary["error"]))
+        return failed
 
 
 class ScenarioRunner:
     def __init__(self, scenario: Scenario, factory: MachineFactory, folder: Path, *,
-                 intermediate: bool, progress: Progress = lambda _m: None) -> None:
-        self.scenario = scenario
+                 variant: Variant | None = None, progress: Progress = lambda _m: None) -> None:
+        self.original = scenario
+        self.variant = variant
+        self.scenario = variant.apply(scenario) if variant else scenario
         self.factory = factory
         self.folder = folder
-        self.mode = "on" if intermediate else "off"
+        self.label = variant.label if variant else "as written"
+        self.tag = variant.name if variant else "scenario"
         self.progress = progress
-        self.harness_events: list[dict] = []
-        self.ssh_silence_longest = 0.0
+        self.meta: dict = {}
+        self._events: JsonlAppender | None = None
+        self._guests_started = False
 
     def _record(self, event: dict) -> None:
         event = {"t": round(time.time(), 3), **event}
-        self.harness_events.append(event)
+        if self._events is not None:
+            self._events.write(event)
         log.info("%s", event)
 
+    def _say(self, text: str) -> None:
+        self.progress(f"[{self.tag}] {text}")
+
+    def _write_meta(self, **changes) -> None:
+        self.meta.update(changes)
+        tmp = self.folder / (RUN_META + ".tmp")
+        tmp.write_text(json.dumps(self.meta, indent=2, default=str) + "\n")
+        tmp.replace(self.folder / RUN_META)
+
+    # -- the run ------------------------------------------------------------------------
     def run(self) -> RunResult:
         sc = self.scenario
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "scenario.toml").write_text(sc.text)
-        spec = self.factory.defaults.with_(name=f"{self.mode}-run", memory_mib=sc.vm.memory_mib,
-                                           cpus=sc.vm.cpus, swap=sc.vm.swap,
-                                           **({"backend": sc.vm.backend} if sc.vm.backend else {}))
-        self.progress(f"[{self.mode}] starting a {sc.vm.memory_mib} MiB guest (swap {sc.vm.swap})")
-        machine = self.factory.start(spec)
+        (self.folder / "scenario.toml").write_text(self.original.text)
+        self._write_meta(scenario=sc.name, variant=self.variant.name if self.variant else None, label=self.label,
+                         policy=sc.policy.kind.value, started=time.time(), finished=False,
+                         guests={g.name: {"memory_mib": g.memory_mib, "cpus": g.cpus, "swap": str(g.swap),
+                                          "intermediate": g.intermediate.enabled} for g in sc.guests},
+                         host={"memory_budget_mib": sc.host.memory_budget_mib, "host_swap": str(sc.host.host_swap)})
+        self._events = JsonlAppender(self.folder / HARNESS_EVENTS)
+        ledger = JsonlAppender(self.folder / HOST_LEDGER)
+        error: BaseException | None = None
         try:
-            return self._run_on(machine)
+            with contextlib.ExitStack() as stack:
+                budget = None
+                if sc.host.memory_budget_mib:
+                    libvirt = any((g.backend or self.factory.defaults.backend) is Backend.LIBVIRT
+                                  for g in sc.guests)
+                    budget = stack.enter_context(HostBudget(self.factory.run, sc.host.memory_budget_mib,
+                                                            sc.host.host_swap, libvirt=libvirt))
+                    self._record({"event": "budget", "cgroup": str(budget.path), "budget_mib": budget.budget_mib,
+                                  "host_swap": str(sc.host.host_swap),
+                                  "cgroup_version": budget.controller.version.value})
+                    self._say(f"host budget {budget.budget_mib} MiB in {budget.path} (host swap {sc.host.host_swap})")
+                    stack.callback(self._budget_final, budget)
+                # QEMU dies with the *thread* that forked it (PR_SET_PDEATHSIG), so the threads
+                # that start the guests live until the guests are released.
+                starters = stack.enter_context(ThreadPoolExecutor(max_workers=len(sc.guests),
+                                                                  thread_name_prefix="guest-start"))
+                machines = self._start_guests(budget, starters)
+                stack.callback(self._release, machines)
+                self._run_on(machines, budget, ledger)
+        except BaseException as exc:
+            error = exc
+            self._write_meta(error=f"{type(exc).__name__}: {exc}"[:2000])
         finally:
-            self.factory.release(machine, artifacts_dir=self.folder)
+            self._write_meta(finished=error is None or isinstance(error, HarnessError), ended=time.time())
+            self._events.close()
+            ledger.close()
+        if error is not None and (not isinstance(error, HarnessError) or not self._guests_started):
+            # Nothing ran (no budget, no guest) or a bug or Ctrl-C: the error itself is the
+            # report; the folder keeps what there was.
+            raise error
+        report = build_report(self.folder, sc, self.variant.name if self.variant else None, self.label)
+        return RunResult(sc, self.tag, self.folder, report.summary, report.expectations)
 
-    def _run_on(self, machine: Machine) -> RunResult:
+    def _start_guests(self, budget: HostBudget | None, pool: ThreadPoolExecutor) -> dict[str, Machine]:
         sc = self.scenario
-        install_guest_code(machine)
-        offset = measure_clock_offset(machine)
-        self._record({"event": "clock-offset", "guest_minus_host_s": round(offset, 3)})
-        if self.mode == "on":
-            options = sc.intermediate.options(protect_cgroups=tuple(w.cgroup for w in sc.protected))
-            start_intermediate(machine, options)
-            self._record({"event": "intermediate-started", "argv": options.argv()})
-        start_guest_sampler(machine, {w.name: w.progress_path for w in sc.workloads},
-                            STATE_DIR if self.mode == "on" else None)
-        controller = BalloonController(machine.balloon)
-        sampler = HostSampler(machine, controller)
-        sampler.note_target(machine.balloon.max_mib)
-        stop = threading.Event()
-        t0 = time.time()
-        sampler.start()
-        schedule = _Schedule(sc, controller, sampler, t0, stop, self._record)
-        schedule.start()
+        placement = Placement(cgroup_procs=budget.cgroup.procs_file if budget else None,
+                              libvirt_partition=budget.libvirt_partition if budget else None,
+                              evidence_dir=self.folder)
+        previous, self.factory.placement = self.factory.placement, placement
+        started: dict[str, Machine] = {}
         try:
-            statuses = self._drive_workloads(machine, t0)
+            self._say("starting " + ", ".join(f"{g.name} ({g.memory_mib} MiB, {g.cpus} vCPU, swap {g.swap})"
+                                              for g in sc.guests))
+            futures = {g.name: pool.submit(self.factory.start, self._spec(g)) for g in sc.guests}
+            errors = []
+            for name, future in futures.items():
+                try:
+                    started[name] = future.result()
+                except BaseException as exc:  # the others are released below
+                    errors.append(exc)
+            if errors:
+                self._release(started)
+                raise errors[0]
+        finally:
+            self.factory.placement = previous
+        self._guests_started = True
+        for name, machine in started.items():
+            self._record({"event": "vm-ready", "vm": name, "pid": machine.host_pid(),
+                          "restored": bool(getattr(machine, "restored", False)),
+                          "seconds": round((machine.ready_at or 0) - (machine.started_at or 0), 2)})
+        return started
+
+    def _spec(self, g: GuestSection):
+        return self.factory.defaults.with_(
+            name=g.name, memory_mib=g.memory_mib, cpus=g.cpus, swap=g.swap, balloon=g.balloon_device,
+            balloon_stats_interval_s=g.stats_period_s, **({"backend": g.backend} if g.backend else {}))
+
+    def _run_on(self, machines: dict[str, Machine], budget: HostBudget | None, ledger: JsonlAppender) -> None:
+        sc = self.scenario
+        handles = {g.name: GuestHandle(g.name, machines[g.name], BalloonController(machines[g.name].balloon),
+                                       g.balloon_min_mib) for g in sc.guests}
+        drivers = [GuestDriver(g, handles[g.name], self.folder, self._record, self.progress, self.tag)
+                   for g in sc.guests]
+        _parallel([d.prepare for d in drivers])
+        monitor = HostMonitor(list(handles.values()), budget, ledger, self._record)
+        t0 = time.time()
+        self._write_meta(t0=t0)
+        monitor.sample_once()
+        monitor.start()
+        policy = PolicyLoop(policy_for(sc), monitor, handles, t0, self._record)
+        policy.start()
+        self._record({"event": "policy", "kind": sc.policy.kind.value, "interval_s": policy.policy.interval_s})
+        stop = threading.Event()
+        deadline = t0 + sc.time_limit_s
+        try:
+            _parallel([lambda d=d: d.drive(t0, deadline, stop.is_set) for d in drivers])
+            if time.time() >= deadline:
+                self._record({"event": "time-limit", "limit_s": sc.time_limit_s})
+                self._say(f"time limit {sc.time_limit_s:.0f} s reached")
         finally:
             stop.set()
-            schedule.join(30)
-        self.progress(f"[{self.mode}] workloads finished; giving the guest its memory back")
-        controller.resize(machine.balloon.max_mib, timeout=machine.timeouts.command)
-        sampler.note_target(machine.balloon.max_mib)
-        return self._collect(machine, t0, offset, sampler, schedule, statuses)
+            policy.stop()
+            self._record({"event": "collect-start"})  # figures "at the end" are taken before this
+            self._say("workloads finished; giving the guests their memory back and collecting evidence")
+            _parallel([d.collect for d in drivers])
+            monitor.stop()
+        for thread in (monitor, policy):
+            if thread.error is not None:
+                raise HarnessError(f"The scenario's {thread.name} thread failed: {thread.error!r}",
+                                   fix="this is a harness bug; the run folder keeps the evidence so far.")
 
-    def _drive_workloads(self, machine: Machine, t0: float) -> dict[str, dict]:
-        sc = self.scenario
-        pending = sorted(sc.workloads, key=lambda w: w.start_at_s)
-        started: dict[str, float] = {}
-        finished: dict[str, dict] = {}
-        deadline = t0 + sc.time_limit_s
-        last_ok = time.time()
-        while time.time() < deadline:
-            now = time.time()
-            while pending and now >= t0 + pending[0].start_at_s:
-                spec = pending.pop(0)
-                start_workload(machine, spec)
-                started[spec.name] = time.time()
-                self._record({"event": "workload-started", "name": spec.name, "role": spec.role.value})
-                self.progress(f"[{self.mode}] t={now - t0:5.1f}s started {spec.name} ({spec.kind.value}, {spec.role.value})")
+    def _release(self, machines: dict[str, Machine]) -> None:
+        def release(name: str, machine: Machine) -> None:
             try:
-                for name in [n for n in started if n not in finished]:
-                    status = workload_status(machine, name, timeout=15)
-                    if status.finished:
-                        finished[name] = {"active_state": status.active_state, "result": status.result,
-                                          "exit_status": status.exit_status}
-                        self._record({"event": "workload-finished", "name": name, **finished[name]})
-                        self.progress(f"[{self.mode}] t={time.time() - t0:5.1f}s {name} finished: {status.result}")
-                self.ssh_silence_longest = max(self.ssh_silence_longest, time.time() - last_ok)
-                last_ok = time.time()
-            except HarnessError as exc:
-                # The guest is too busy to answer: that is the overcommit we came to see.
-                silence = time.time() - last_ok
-                self.ssh_silence_longest = max(self.ssh_silence_longest, silence)
-                self._record({"event": "ssh-unresponsive", "for_s": round(silence, 1), "error": str(exc)[:200]})
-            if not pending and len(finished) == len(sc.workloads):
-                break
-            time.sleep(1.0)  # status polling period
-        else:
-            self._record({"event": "time-limit", "limit_s": sc.time_limit_s})
-            self.progress(f"[{self.mode}] time limit {sc.time_limit_s:.0f} s reached")
-        return finished
+                machine.collect_artifacts(self.folder / name)
+            except Exception:
+                log.exception("collecting the artifacts of %s failed", name)
+            self.factory.release(machine)
+        _parallel([lambda n=n, m=m: release(n, m) for n, m in machines.items()])
 
-    def _collect(self, machine: Machine, t0: float, offset: float, sampler: HostSampler,
-                 schedule: _Schedule, statuses: dict[str, dict]) -> RunResult:
-        sc = self.scenario
-        command_timeout = machine.timeouts.command
-        daemon_end_t = None
-        if self.mode == "on":
-            stop_intermediate(machine, timeout=command_timeout)  # SIGTERM: it resumes what it holds
-            daemon_end_t = time.time() + offset
-        left_stopped = held_labels(machine.ssh.run(LIST_HELD, timeout=command_timeout).stdout)
-        guest_rows = stop_guest_sampler(machine, timeout=command_timeout)
-        sampler.stop()
-        daemon_events = read_events(machine) if self.mode == "on" else []
-        for event in daemon_events:
-            if "t" in event:
-                event["t_host"] = event["t"] - offset
-        workloads: dict[str, dict] = {}
-        for spec in sc.workloads:
-            records = read_progress(machine, spec)
-            final = next((r for r in reversed(records) if r.get("event") in ("done", "failed")), None)
-            status = statuses.get(spec.name) or vars(workload_status(machine, spec.name))
-            workloads[spec.name] = {
-                "role": spec.role.value, "kind": spec.kind.value, **{k: status.get(k) for k in ("result", "exit_status")},
-                "completed": bool(final and final.get("event") == "done" and status.get("result") == "success"),
-                "items_per_s": final.get("items_per_s") if final else None,
-                "items": final.get("items") if final else None,
-            }
-            _write_jsonl(self.folder / f"workload-{spec.name}.jsonl", records)
-        stop_all_workloads(machine, timeout=command_timeout)
-        dmesg = machine.ssh.run("dmesg", timeout=command_timeout, check=False).stdout
-        (self.folder / "dmesg.txt").write_text(dmesg)
-
-        ledger = Ledger.merge(t0, sampler.records, guest_rows, offset, [w.name for w in sc.workloads])
-        ledger.write(self.folder)
-        _write_jsonl(self.folder / "intermediate-events.jsonl", daemon_events)
-        _write_jsonl(self.folder / "harness-events.jsonl", self.harness_events)
-        plot_run(ledger, daemon_events, f"{sc.name}: Intermediate {self.mode}", self.folder / "plot.png")
-        if machine.serial_log.exists():
-            shutil.copy2(machine.serial_log, self.folder / "serial.log")
-        if schedule.error is not None:
-            raise schedule.error
-        summary = summarize(sc, self.mode, ledger, schedule.steps, workloads, daemon_events, dmesg,
-                            left_stopped, self.ssh_silence_longest, daemon_end_t, str(sc.vm.swap))
-        summary["folder"] = str(self.folder)
-        summary["plot"] = str(self.folder / "plot.png")
-        expectations = check_expectations(sc, summary)
-        summary["expectations"] = [vars(e) for e in expectations]
-        (self.folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        return RunResult(sc, self.mode, self.folder, summary, expectations)
+    def _budget_final(self, budget: HostBudget) -> None:
+        try:
+            reading = budget.read()
+        except OSError as exc:
+            self._record({"event": "budget-final", "error": str(exc)})
+            return
+        self._record({"event": "budget-final", "peak_mib": reading.peak_mib, "oom_kills": reading.oom_kills,
+                      "limit_hits": reading.limit_hits, "usage_mib": round(reading.usage_mib, 1),
+                      "pids_left": list(reading.pids)})
 
 
-def _write_jsonl(path: Path, records: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+def _parallel(calls: list[Callable[[], None]]) -> None:
+    """Run the calls on threads of their own; re-raise the first failure once all ended."""
+    if len(calls) == 1:
+        calls[0]()
+        return
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [pool.submit(c) for c in calls]
+    for future in futures:
+        future.result()
 
 
 def run_scenario(scenario: Scenario, factory: MachineFactory, folder: Path, *, intermediate: bool | None = None,
-                 progress: Progress = lambda _m: None) -> RunResult:
-    """One run. `intermediate=None` follows the scenario's [intermediate] enabled."""
-    enabled = scenario.intermediate.enabled if intermediate is None else intermediate
-    return ScenarioRunner(scenario, factory, folder, intermediate=enabled, progress=progress).run()
+                 variant: str | Variant | None = None, progress: Progress = lambda _m: None) -> RunResult:
+    """One run. `variant` (e.g. "mom+intermediate") or `intermediate` (True: "on", False:
+    "off"); neither: the scenario as written."""
+    if variant is None and intermediate is not None:
+        variant = "on" if intermediate else "off"
+    chosen = parse_variant(variant) if isinstance(variant, str) else variant
+    return ScenarioRunner(scenario, factory, folder, variant=chosen, progress=progress).run()
+
+
+def compare_variants(scenario: Scenario, factory: MachineFactory, folder: Path, variants: list[Variant],
+                     progress: Progress = lambda _m: None) -> list[RunResult]:
+    """The scenario once per variant, each on fresh guests, in `folder/<variant>/`."""
+    results = [run_scenario(scenario, factory, folder / v.name, variant=v, progress=progress) for v in variants]
+    write_comparison(folder, scenario.name, [r.summary for r in results])
+    return results
+
+
+def write_comparison(folder: Path, name: str, summaries: list[dict]) -> dict:
+    base = summaries[0]
+    comparison = {"scenario": name, "variants": [s["variant"] for s in summaries],
+                  "runs": {s["variant"]: s for s in summaries},
+                  "verdicts": {s["variant"]: verdict(base, s) for s in summaries[1:]}}
+    for s in summaries:  # today's keys, for readers of the two-column summary
+        if s["variant"] in ("off", "on"):
+            comparison[s["variant"]] = s
+    if len(summaries) == 2:
+        comparison["verdict"] = verdict(base, summaries[1])
+    (folder / SUMMARY).write_text(json.dumps(comparison, indent=2, default=str) + "\n")
+    return comparison
 
 
 def compare_scenario(scenario: Scenario, factory: MachineFactory, folder: Path,
                      progress: Progress = lambda _m: None) -> tuple[RunResult, RunResult]:
     """The same scenario twice, on fresh guests: plain ballooning, then with the daemon."""
-    off = run_scenario(scenario, factory, folder / "off", intermediate=False, progress=progress)
-    on = run_scenario(scenario, factory, folder / "on", intermediate=True, progress=progress)
-    comparison = {"scenario": scenario.name, "off": off.summary, "on": on.summary,
-                  "verdict": verdict(off.summary, on.summary)}
-    (folder / "summary.json").write_text(json.dumps(comparison, indent=2, default=str) + "\n")
+    off, on = compare_variants(scenario, factory, folder, [parse_variant("off"), parse_variant("on")], progress)
     return off, on
 
 

@@ -1,5 +1,6 @@
 """libvirt leftovers: killed runs leave no harness domain, and foreign domains are untouched."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.machine.libvirt import METADATA_KEY, METADATA_NS, connect, harness_domains
+from harness.machine.libvirt import connect, harness_domains, harness_metadata
+from harness.runtime import Owner
 from harness.waiting import wait_for
 
 INNER = Path(__file__).parent / "inner"
@@ -42,21 +44,34 @@ def names_on(conn):
     return {d.name() for d in conn.listAllDomains()}
 
 
+def harness_domain_xml(run_id: str, owner: Owner) -> str:
+    return FOREIGN_XML.format(name=f"bh-{run_id}-vm-1", uuid=uuid.uuid4(),
+                              metadata=f"<metadata>{harness_metadata(run_id, 'vm', owner)}</metadata>")
+
+
 def test_leftover_domain_of_a_dead_run_is_reaped_and_foreign_ones_are_not(conn, foreign_domains, tmp_path):
-    # A harness domain of a run whose owner is gone, started WITHOUT autodestroy (what a
-    # libvirtd restart or a crashed connection could leave): a tiny diskless guest is enough.
-    dead_run = "999999dead"
-    leftover = f"bh-{dead_run}-vm-1"
-    metadata = (f"<metadata><{METADATA_KEY}:harness xmlns:{METADATA_KEY}='{METADATA_NS}'>"
-                f"<run>{dead_run}</run></{METADATA_KEY}:harness></metadata>")
-    conn.createXML(FOREIGN_XML.format(name=leftover, uuid=uuid.uuid4(), metadata=metadata), 0)
-    assert leftover in {d.name() for d, _ in harness_domains(conn)}
-    reap = subprocess.run([sys.executable, "-m", "harness.cli", "reap"], capture_output=True, text=True, timeout=120)
-    assert reap.returncode == 0, reap.stdout + reap.stderr
-    assert leftover in reap.stdout
-    remaining = names_on(conn)
-    assert leftover not in remaining
-    assert set(foreign_domains) <= remaining
+    # A harness domain whose owner is gone, started WITHOUT autodestroy (what a libvirtd
+    # restart or a crashed connection could leave): a tiny diskless guest is enough. Next to
+    # it, one whose owner (this process) lives but uses another runtime folder, as another
+    # CI job would: not this reaper's to remove.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    here = Owner.current()
+    dead_owner = dataclasses.replace(here, pid=gone.pid, start_time=1)
+    other_job = dataclasses.replace(here, runtime=str(tmp_path / "another-job"))
+    leftover = conn.createXML(harness_domain_xml("999999dead", dead_owner), 0).name()
+    live = conn.createXML(harness_domain_xml("999999otherjob", other_job), 0)
+    try:
+        assert {leftover, live.name()} <= {d.domain.name() for d in harness_domains(conn)}
+        reap = subprocess.run([sys.executable, "-m", "harness.cli", "reap"], capture_output=True, text=True, timeout=120)
+        assert reap.returncode == 0, reap.stdout + reap.stderr
+        assert leftover in reap.stdout
+        remaining = names_on(conn)
+        assert leftover not in remaining
+        assert live.name() in remaining, "another job's live domain was removed"
+        assert set(foreign_domains) <= remaining
+    finally:
+        live.destroy()
 
 
 def test_kill_9_of_pytest_leaves_no_domain(conn, foreign_domains, tmp_path):
@@ -73,13 +88,14 @@ def test_kill_9_of_pytest_leaves_no_domain(conn, foreign_domains, tmp_path):
         raise
     run_path = Path(ready.read_text().split()[0])
     run_id = run_path.name
-    assert any(r == run_id for _, r in harness_domains(conn))
+    assert any(d.run_id == run_id for d in harness_domains(conn))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     # AUTODESTROY: libvirtd destroys the domain once the killed process's connection drops.
-    wait_for(lambda: not any(r == run_id for _, r in harness_domains(conn)), timeout=60,
+    wait_for(lambda: not any(d.run_id == run_id for d in harness_domains(conn)), timeout=60,
              what="libvirtd to destroy the killed run's domain")
-    reap = subprocess.run([sys.executable, "-m", "harness.cli", "reap"], capture_output=True, text=True, timeout=120)
+    reap = subprocess.run([sys.executable, "-m", "harness.cli", "reap", "--purge"], capture_output=True,
+                          text=True, timeout=120)
     assert reap.returncode == 0
     assert not run_path.exists()
     assert not any(name.startswith(f"bh-{run_id}") for name in names_on(conn))

@@ -52,7 +52,8 @@ def test_xdist_workers_share_one_saved_state(tmp_path, vm_image):
     assert {r["worker"] for r in records} == {"gw0", "gw1"}
     assert all(r["restored"] for r in records), records
     states = [p for p in (cache / "snapshots").iterdir() if not p.name.startswith(".")]
-    assert len(states) == 1 and (states[0] / "meta.json").exists() and (states[0] / "state.bin").exists()
+    assert len(states) == 1 and (states[0] / "meta.json").exists()
+    assert (states[0] / "devices.bin").exists() and (states[0] / "ram.img").exists()  # the shared-RAM state
     assert not [p for p in (cache / "snapshots").iterdir() if p.name.startswith(".")], "no half-written state left"
 
 
@@ -66,6 +67,10 @@ def test_failed_test_leaves_artifacts_and_no_process(tmp_path):
     names = {p.name for p in vm_dir.iterdir()}
     assert {"serial.log", "cmdline.txt", "qmp.jsonl", "dmesg.txt", "journal.txt"} <= names
     assert "evidence-from-the-guest" in (vm_dir / "dmesg.txt").read_text()
+    # The serial console of the (restored) guest holds kernel messages: the restore's own mark
+    # and what the test wrote to the kernel log.
+    serial = (vm_dir / "serial.log").read_text(errors="replace")
+    assert "balloon-harness: restored as" in serial and "evidence-from-the-guest" in serial, serial[-2000:]
     assert "qemu-system-x86_64" in (vm_dir / "cmdline.txt").read_text()
     assert '"qmp_capabilities"' in (vm_dir / "qmp.jsonl").read_text()
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout
@@ -109,4 +114,11 @@ def test_kill_9_of_pytest_then_reap_leaves_nothing(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert reap.returncode == 0, reap.stdout + reap.stderr
     assert run_path.name in reap.stdout
+    # The evidence stays, marked killed; disks, seeds and sockets go.
+    assert json.loads((run_path / "killed.json").read_text())["why"]
+    assert list(run_path.rglob("serial.log")) and list(run_path.rglob("qmp.jsonl"))
+    assert not [p for p in run_path.rglob("*") if p.suffix in (".qcow2", ".iso") or p.is_socket()]
+    purge = subprocess.run([sys.executable, "-m", "harness.cli", "reap", "--no-libvirt", "--purge"],
+                           capture_output=True, text=True, timeout=60)
+    assert purge.returncode == 0, purge.stdout + purge.stderr
     assert not run_path.exists()

@@ -3,8 +3,11 @@ never-stop, distinct -- always scoped to the descendants of this pytest process.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import socket
+import subprocess
 
 import pytest
 from conftest import (
@@ -18,9 +21,10 @@ from conftest import (
 )
 
 from harness.guest.intermediate import procs
-from harness.guest.intermediate.classify import Category, Classifier
+from harness.guest.intermediate.classify import Category, Classifier, Verdict
 from harness.guest.intermediate.config import Selection
 from harness.guest.intermediate.procs import normalize_cgroup
+from harness.guest.intermediate.unixdiag import UnixPeers
 
 
 def classify(**selection):
@@ -133,6 +137,20 @@ def test_unix_stream_connection_dependency(spawn, workdir, protected_side):
     assert reason(cls, bystander.pid) == "distinct"
 
 
+@pytest.mark.parametrize("protected_side", ["listener", "client"])
+def test_a_client_queued_on_a_listener_is_linked_to_it(spawn, workdir, protected_side):
+    # The listener never accepts: the client's connection waits in its queue, where only
+    # sock_diag's UNIX_DIAG_ICONS shows it (the client's peer is an embryo socket without an inode).
+    path = unix_socket_path(workdir, "queue")
+    listener = spawn("listener", exe="py-core" if protected_side == "listener" else "py-distinct",
+                     listen=path, no_accept=True)
+    client = spawn("client", exe="py-core" if protected_side == "client" else "py-distinct", connect=path)
+    cls = classify(protect_comms=(protected_side,))
+    core, other = (listener, client) if protected_side == "listener" else (client, listener)
+    assert reason(cls, core.pid) == "protected:core"
+    assert reason(cls, other.pid) == "protected:dependent"
+
+
 def test_dependency_does_not_propagate_through_never_stop(spawn, workdir):
     # core -pipe- bridge(never-stop) -pipe- far: far stays distinct.
     r1, w1 = os.pipe()
@@ -217,3 +235,140 @@ def test_self_pids_and_scope_cgroup(spawn, test_cgroup):
     scoped = classify(scope_pid=None, scope_cgroup=normalize_cgroup(path))
     assert set(scoped.verdicts) == {b.pid}
     assert scoped.verdict(b.pid).category is Category.DISTINCT
+
+
+# == what `make mutation` found unchecked ==========================================================
+
+
+def test_categories_and_what_a_classification_keeps(spawn):
+    core = spawn("core", exe="py-core")
+    keep = spawn("keepme", counter=False)
+    other = spawn("other", counter=False)
+    cls = classify(protect_comms=("core",), never_stop_comms=("keepme",))
+    assert cls.verdict(core.pid) == Verdict(Category.PROTECTED, "protected:core")
+    assert cls.verdict(keep.pid) == Verdict(Category.NEVER_STOP, "never-stop:comm")
+    assert cls.verdict(other.pid) == Verdict(Category.DISTINCT, "distinct")
+    assert {core.pid, keep.pid, other.pid} <= set(cls.verdicts)
+    assert core.pid in cls.pids(Category.PROTECTED) and keep.pid in cls.pids(Category.NEVER_STOP)
+    assert other.pid in cls.pids(Category.DISTINCT) and other.pid not in cls.pids(Category.PROTECTED)
+    assert cls.pids(Category.DISTINCT) == sorted(cls.pids(Category.DISTINCT))
+    # The table and the process facts it decided on go with it (the daemon's scan and status use them).
+    assert cls.table.stats[other.pid].comm == "other" and cls.infos[other.pid].comm == "other"
+
+
+def test_pid_1_and_kernel_threads_are_never_stopped(spawn):
+    worker = spawn("anyworker", counter=False)
+    # Unscoped, as in a guest: the whole machine (only read).
+    cls = Classifier(Selection()).classify()
+    assert cls.verdict(1) == Verdict(Category.NEVER_STOP, "never-stop:pid1")
+    assert cls.verdict(worker.pid) == Verdict(Category.DISTINCT, "distinct"), "and everything else is classified"
+    kthreads = [pid for pid, stat in cls.table.stats.items() if stat.is_kernel_thread]
+    if not kthreads:
+        pytest.skip("no kernel thread visible here (a pid namespace): pid 1 checked only")
+    assert all(cls.verdict(pid) == Verdict(Category.NEVER_STOP, "never-stop:kthread") for pid in kthreads)
+
+
+def test_the_classifying_processs_own_ancestors_are_never_stop(spawn):
+    # The daemon must never stop the shell or service manager it runs under. Here the classifier
+    # runs two forks below pytest (the scope root), so its parent is in scope.
+    bystander = spawn("bystander", counter=False)
+    scope = os.getpid()
+    r, w = os.pipe()
+    middle = os.fork()
+    if middle == 0:
+        os.close(r)
+        try:
+            inner = os.fork()
+            if inner == 0:
+                try:
+                    cls = Classifier(Selection(scope_pid=scope)).classify()
+                    found = [reason(cls, os.getppid()), reason(cls, os.getpid())]
+                except BaseException as exc:  # reported to the parent
+                    found = [f"error: {exc!r}"]
+                os.write(w, json.dumps(found).encode())
+                os._exit(0)
+            os.waitpid(inner, 0)
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        found = json.loads(os.read(r, 65536) or b'["nothing"]')
+    finally:
+        os.close(r)
+        os.waitpid(middle, 0)
+    assert found == ["never-stop:daemon-ancestor", "distinct"], "not the classifier itself: that is self_pids"
+    # Seen from pytest, which descends from none of them, the processes it started are stoppable.
+    assert reason(classify(), bystander.pid) == "distinct"
+
+
+def test_a_scope_pid_that_is_gone_or_recycled_leaves_nothing_in_scope(spawn, exe_copy, workdir, caplog):
+    kid_argv, kid_ready, _ = worker_argv(exe_copy("py-distinct"), workdir, "scopekid", "scopekid")
+    root = spawn("scoperoot", child=kid_argv)
+    kid = pid_from_ready(kid_ready)
+    start = procs.read_stat(root.pid).starttime
+    assert reason(classify(scope_pid=root.pid, scope_starttime=start), kid) == "distinct"
+    caplog.set_level(logging.WARNING, logger="harness.guest.intermediate.classify")
+    recycled = Classifier(Selection(scope_pid=root.pid, scope_starttime=start + 1))
+    assert recycled.classify().verdicts == {} and recycled.classify().verdicts == {}
+    gone = [f"--scope-pid {root.pid} is gone: nothing is in scope any more"]
+    assert caplog.messages == gone, "logged once, not at every scan"
+    caplog.clear()
+    dead = subprocess.Popen(["/bin/true"])
+    dead.wait()
+    for starttime in (None, 1):
+        assert Classifier(Selection(scope_pid=dead.pid, scope_starttime=starttime)).classify().verdicts == {}
+    assert caplog.messages == [f"--scope-pid {dead.pid} is gone: nothing is in scope any more"] * 2
+
+
+def test_zombies_are_not_in_scope(spawn):
+    zombie = spawn("zombie", counter=False)
+    zombie.popen.kill()  # not reaped yet: a zombie child of pytest
+    wait_for(lambda: procs.read_stat(zombie.pid).state == "Z", 5, what="a zombie")
+    try:
+        assert zombie.pid not in classify().verdicts
+    finally:
+        zombie.popen.wait()
+
+
+def test_protecting_the_scope_root_protects_everything_under_it(spawn):
+    worker = spawn("underroot", counter=False)
+    assert reason(classify(protect_pids=(os.getpid(),)), worker.pid) == "protected:core"
+
+
+def test_the_given_process_table_and_socket_peers_are_the_ones_used(spawn, workdir):
+    before = procs.ProcessTable.scan()
+    later = spawn("later", counter=False)
+    assert later.pid not in Classifier(Selection(scope_pid=os.getpid())).classify(table=before).verdicts
+    path = unix_socket_path(workdir, "peers")
+    spawn("server", exe="py-core", listen=path)
+    client = spawn("client", connect=path)
+    wait_for(lambda: reason(classify(protect_comms=("server",)), client.pid) == "protected:dependent", 5,
+             what="the client linked to the server")
+    no_peers = UnixPeers({}, available=False)  # sock_diag unavailable: connections are not seen
+    cls = Classifier(Selection(scope_pid=os.getpid(), protect_comms=("server",))).classify(peers=no_peers)
+    assert reason(cls, client.pid) == "distinct"
+
+
+def test_every_link_of_a_protected_process_counts(spawn):
+    # One process holds a pipe to each of two others, a socket it shares with a third (the same
+    # inode, inherited) and one end of a socketpair whose other end a fourth holds.
+    p1r, p1w = os.pipe()
+    p2r, p2w = os.pipe()
+    shared, _unused = socket.socketpair()
+    a, b = socket.socketpair()
+    try:
+        spawn("hub", exe="py-core", pass_fds=(p1r, p2r, shared.fileno(), a.fileno()))
+        first = spawn("pipe1", pass_fds=(p1w,))
+        second = spawn("pipe2", pass_fds=(p2w,))
+        sharer = spawn("sharer", pass_fds=(shared.fileno(),))
+        peer = spawn("peer", pass_fds=(b.fileno(),))
+    finally:
+        for fd in (p1r, p1w, p2r, p2w):
+            os.close(fd)
+        for sock in (shared, _unused, a, b):
+            sock.close()
+    bystander = spawn("bystander")
+    cls = classify(protect_comms=("hub",))
+    assert {pid: reason(cls, pid) for pid in (first.pid, second.pid, sharer.pid, peer.pid, bystander.pid)} == {
+        first.pid: "protected:dependent", second.pid: "protected:dependent", sharer.pid: "protected:dependent",
+        peer.pid: "protected:dependent", bystander.pid: "distinct"}

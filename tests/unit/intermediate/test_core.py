@@ -27,7 +27,7 @@ from harness.guest.intermediate.core import (
     settle,
 )
 from harness.guest.intermediate.reading import PressureReading
-from harness.guest.intermediate.snapshot import Memory, Observation, Proc, Scan
+from harness.guest.intermediate.snapshot import CgroupFacts, Memory, Observation, Proc, Scan
 
 MB = 1024
 RULES = Rules(thresholds=Thresholds(stop_above=20, resume_below=5, hold=2.0), stop_interval=1.0,
@@ -54,6 +54,8 @@ class Sim:
     state: CoreState = field(default_factory=CoreState)
     log: list[tuple[float, object]] = field(default_factory=list)
     scans: int = 0
+    groups: dict[int, tuple[int, ...]] = field(default_factory=dict)  # pgid -> every live member
+    cgroups: dict[str, tuple[int, ...]] = field(default_factory=dict)  # freezable leaf cgroup -> its procs
 
     def add(self, *procs: Proc) -> Sim:
         for proc in procs:
@@ -62,7 +64,9 @@ class Sim:
 
     def _scan(self) -> Scan:
         self.scans += 1
-        return Scan(procs=tuple(self.procs[p] for p in sorted(self.procs)))
+        return Scan(procs=tuple(self.procs[p] for p in sorted(self.procs)), groups=tuple(sorted(self.groups.items())),
+                    cgroups=tuple(CgroupFacts(path, f"/sys/fs/cgroup{path}", None, pids)
+                                  for path, pids in sorted(self.cgroups.items())))
 
     def _memory(self, units) -> Memory:
         swap = {u.key: sum(self.procs[m.pid].swap_kb for m in u.members if m.pid in self.procs) for u in units}
@@ -271,13 +275,10 @@ def test_someone_elses_stopped_process_is_skipped():
 
 
 def test_a_process_group_stops_whole_only_when_every_member_is_a_candidate():
-    group = Scan(procs=(distinct(10, pgid=10), distinct(11, pgid=10)), groups=((10, (10, 11)),))
-    sim = Sim().add(*group.procs)
-    sim._scan = lambda: Scan(procs=tuple(sim.procs[p] for p in sorted(sim.procs)), groups=group.groups)
+    sim = Sim(groups={10: (10, 11)}).add(distinct(10, pgid=10), distinct(11, pgid=10))
     sim.step(0.0, HIGH)
     assert sim.stops() == [(0.0, "pgid:10")]
-    mixed = Sim().add(distinct(10, pgid=10), distinct(11, pgid=10))
-    mixed._scan = lambda: Scan(procs=tuple(mixed.procs[p] for p in sorted(mixed.procs)), groups=((10, (10, 11, 99)),))
+    mixed = Sim(groups={10: (10, 11, 99)}).add(distinct(10, pgid=10), distinct(11, pgid=10))
     mixed.step(0.0, HIGH)
     assert mixed.stops() == [(0.0, "pid:10")], "pid 99 (out of scope) is in the group: one process at a time"
 

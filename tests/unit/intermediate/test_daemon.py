@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from itertools import pairwise
+from pathlib import Path
 
 from conftest import (
     REPO_ROOT,
@@ -17,7 +20,6 @@ from conftest import (
     pid_from_ready,
     popen_marked,
     proc_state,
-    stays,
     unix_socket_path,
     wait_for,
     worker_argv,
@@ -32,18 +34,17 @@ def test_distinct_stopped_under_pressure_and_resumed_after_calm(spawn, start_dae
     daemon = start_daemon()
     assert not is_stopped(big.pid) and big.makes_progress()
 
-    changed_at = psi.set(50)
-    wait_for(lambda: is_stopped(big.pid), 3, what="first distinct process stopped")
-    reaction = time.monotonic() - changed_at
-    assert reaction < 1.5, f"reaction {reaction:.2f}s"
-    wait_for(lambda: is_stopped(small.pid), 3, what="second distinct process stopped")
-    assert not big.makes_progress(0.2), "a stopped process must not make progress"
+    # How fast it reacts is measured by bench/bench_intermediate.py; here: that it does.
+    psi.set(50)
+    wait_for(lambda: is_stopped(big.pid), 10, what="first distinct process stopped")
+    wait_for(lambda: is_stopped(small.pid), 10, what="second distinct process stopped")
+    assert big.holds_still(0.3), "a stopped process must not make progress"
 
     psi.set(0)
-    wait_for(lambda: not is_stopped(big.pid) and not is_stopped(small.pid), 5, what="both resumed")
+    wait_for(lambda: not is_stopped(big.pid) and not is_stopped(small.pid), 10, what="both resumed")
     assert big.makes_progress() and small.makes_progress(), "resumed processes carry on"
 
-    wait_for(lambda: len(daemon.events("resume")) == 2, 2, what="two resume events")
+    wait_for(lambda: len(daemon.events("resume")) == 2, 10, what="two resume events")
     stops, resumes = daemon.events("stop"), daemon.events("resume")
     assert [e["pid"] for e in stops] == [big.pid, small.pid]
     assert [e["pid"] for e in resumes] == [small.pid, big.pid], "last stopped is resumed first"
@@ -106,10 +107,10 @@ def test_protected_and_never_stop_processes_are_never_stopped(spawn, start_daemo
         harness_cmd.pid: "never-stop:control-env",
     }
     psi.set(60)
-    wait_for(lambda: is_stopped(distinct.pid), 3, what="the distinct process stopped")
-    # Keep the pressure up well past several stop decisions: nothing else may be stopped.
-    stays(lambda: not any(is_stopped(p) for p in spared), 1.5, what="spared processes running")
+    wait_for(lambda: is_stopped(distinct.pid), 10, what="the distinct process stopped")
+    # The next stop decision found nothing else it may stop: every spared process was weighed.
     daemon.wait_event("skip", lambda e: e["reason"] == "nothing-to-stop")
+    assert not any(is_stopped(p) for p in spared)
     assert daemon.stopped_pids() == [distinct.pid]
     skips = {e["pid"]: e["reason"] for e in daemon.events("skip") if e["pid"]}
     for pid, why in spared.items():
@@ -118,21 +119,26 @@ def test_protected_and_never_stop_processes_are_never_stopped(spawn, start_daemo
     assert skips.get(daemon.pid) == "never-stop:self"
     assert skips.get(daemon.watchdog_pid()) == "never-stop:self"
     psi.set(0)
-    wait_for(lambda: not is_stopped(distinct.pid), 5, what="resume")
+    wait_for(lambda: not is_stopped(distinct.pid), 10, what="resume")
 
 
 def test_largest_resident_set_is_stopped_first(spawn, start_daemon, psi):
     small = spawn("small", rss_mb=5)
     big = spawn("big", rss_mb=80)
     medium = spawn("medium", rss_mb=30)
-    daemon = start_daemon()
+    daemon = start_daemon("--stop-interval", "0.4")
+    assert daemon.wait_event("start")["rules"]["stop_interval"] == 0.4
     psi.set(50)
-    wait_for(lambda: len(daemon.events("stop")) == 3, 5, what="three stops")
-    assert [e["pid"] for e in daemon.events("stop")] == [big.pid, medium.pid, small.pid]
-    rss = [e["rss_kb"] for e in daemon.events("stop")]
+    wait_for(lambda: len(daemon.events("stop")) == 3, 10, what="three stops")
+    stops = daemon.events("stop")
+    assert [e["pid"] for e in stops] == [big.pid, medium.pid, small.pid]
+    rss = [e["rss_kb"] for e in stops]
     assert rss == sorted(rss, reverse=True)
+    # --stop-interval apart, on the daemon's own clock (its decisions' input records).
+    times = [daemon.decided_at(e) for e in stops]
+    assert all(round(later - earlier, 3) >= 0.4 for earlier, later in pairwise(times)), times
     psi.set(0)
-    wait_for(lambda: not any(is_stopped(p) for p in (small.pid, big.pid, medium.pid)), 6, what="all resumed")
+    wait_for(lambda: not any(is_stopped(p) for p in (small.pid, big.pid, medium.pid)), 10, what="all resumed")
 
 
 def test_process_group_is_stopped_together(start_daemon, psi, exe_copy, workdir):
@@ -148,9 +154,9 @@ def test_process_group_is_stopped_together(start_daemon, psi, exe_copy, workdir)
     event = daemon.wait_event("stop")
     assert event["kind"] == "process-group" and event["unit"] == f"pgid:{shell.pid}"
     assert set(event["pids"]) == group
-    wait_for(lambda: all(is_stopped(p) for p in group), 2, what="the whole pipeline stopped")
+    wait_for(lambda: all(is_stopped(p) for p in group), 10, what="the whole pipeline stopped")
     psi.set(0)
-    wait_for(lambda: not any(is_stopped(p) for p in group), 6, what="pipeline resumed")
+    wait_for(lambda: not any(is_stopped(p) for p in group), 10, what="pipeline resumed")
     # SIGCONT is sent before the event is written: wait for the event itself.
     assert daemon.wait_event("resume")["unit"] == f"pgid:{shell.pid}"
 
@@ -164,35 +170,58 @@ def test_mixed_process_group_is_stopped_process_by_process(spawn, start_daemon, 
     event = daemon.wait_event("stop")
     assert event["kind"] == "process" and event["pids"] == [a.pid]
     psi.set(0)
-    wait_for(lambda: not is_stopped(a.pid), 5, what="resume")
+    wait_for(lambda: not is_stopped(a.pid), 10, what="resume")
+
+
+def between(p: dict | None) -> bool:
+    """A reading between the thresholds (resume-below 5, stop-above 20): neither stop nor resume."""
+    return p is not None and 5 <= p["some_fast"] < 20 and 5 <= p["some_avg10"] < 20
+
+
+def logged_reading(record: dict) -> dict | None:
+    """The reading of an input record ([some_avg10, some_fast, full_avg10]) as `status` shows one."""
+    p = record.get("p")
+    return None if p is None else {"some_avg10": p[0], "some_fast": p[1], "full_avg10": p[2]}
+
+
+def calm_spell_start(daemon, until_m: float) -> float:
+    """When the daemon's last calm spell before `until_m` began (its input records)."""
+    start = None
+    for e in daemon.events("input"):
+        p = logged_reading(e)
+        if e["m"] > until_m or p is None:
+            continue
+        start = (e["m"] if start is None else start) if p["some_fast"] < 5 and p["some_avg10"] < 5 else None
+    assert start is not None, "no calm input before the resume"
+    return start
 
 
 def test_hysteresis_no_flapping_and_hold(spawn, start_daemon, psi):
+    # The timing of the rules (a short calm, a calm broken by BETWEEN) is tested sleep-free in
+    # test_core.py; here the real daemon shows the same on the readings it really decided on.
     first = spawn("first", rss_mb=20)
     second = spawn("second")
     daemon = start_daemon("--stop-interval", "1", "--hold", "1.5")
     psi.set(50)
     daemon.wait_event("stop")
     psi.set(12)  # between resume-below (5) and stop-above (20)
-    time.sleep(0.6)
+    daemon.decisions(3, on=between)
     stops_before = len(daemon.events("stop"))
-    # Oscillate between the thresholds: no stop, no resume.
-    for value in (8, 15, 9, 14, 8, 16, 10, 12):
+    # Oscillate between the thresholds, for longer than a stop interval: no stop, no resume.
+    for value in (8, 13, 9, 12, 8, 13, 10, 12):  # well below 20: a step's first fast readings overshoot
         psi.set(value)
-        time.sleep(0.25)
-    assert len(daemon.events("stop")) == stops_before
-    assert daemon.events("resume") == []
+        daemon.decisions(5, on=lambda p, v=value: between(p) and p["some_avg10"] == v)
+    assert len(daemon.events("stop")) == stops_before and daemon.events("resume") == []
+    between_m = [e["m"] for e in daemon.events("input") if between(logged_reading(e))]
+    assert between_m[-1] - between_m[0] > 1, "the oscillation must outlast a stop interval to prove anything"
     assert is_stopped(first.pid)
-    # Calm, but shorter than --hold: still no resume.
+    # Calm: resumed, once the calm has lasted --hold on the daemon's clock.
     psi.set(0)
-    time.sleep(0.8)
-    psi.set(12)
-    time.sleep(1.0)
-    assert daemon.events("resume") == [] and is_stopped(first.pid)
-    # Calm long enough: resumed.
-    calm_at = psi.set(0)
-    wait_for(lambda: not is_stopped(first.pid), 5, what="resume after hold")
-    assert time.monotonic() - calm_at >= 1.5
+    resume = daemon.wait_event("resume", timeout=10)
+    assert resume["pid"] == first.pid and resume["reason"] == "calm"
+    resumed_at = daemon.decided_at(resume)
+    assert round(resumed_at - calm_spell_start(daemon, resumed_at), 3) >= 1.5
+    wait_for(lambda: not is_stopped(first.pid), 10, what="resumed")
     assert not is_stopped(second.pid)
 
 
@@ -200,12 +229,12 @@ def test_high_avg10_alone_is_only_lag(spawn, start_daemon, psi):
     victim = spawn("lagvictim")
     daemon = start_daemon()
     psi.set(0, avg10=40)  # avg10 still high, but nothing stalls now
-    stays(lambda: not is_stopped(victim.pid), 1.5, what="not stopped on lag alone")
-    assert daemon.events("stop") == []
+    daemon.decisions(10, on=lambda p: p is not None and p["some_avg10"] == 40 and p["some_fast"] == 0)
+    assert daemon.events("stop") == [] and not is_stopped(victim.pid)
     psi.set(8, avg10=40)  # something stalls again and avg10 is high: HIGH
-    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped")
     psi.set(0)
-    wait_for(lambda: not is_stopped(victim.pid), 5, what="resumed")
+    wait_for(lambda: not is_stopped(victim.pid), 10, what="resumed")
 
 
 def test_resume_waits_for_memory_headroom(spawn, start_daemon, psi):
@@ -213,12 +242,12 @@ def test_resume_waits_for_memory_headroom(spawn, start_daemon, psi):
     # A reserve no machine can keep: the balloon is "still inflated", resuming is blocked.
     daemon = start_daemon("--resume-reserve", "100000000")
     psi.set(50)
-    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped")
     psi.set(0)
-    blocked = daemon.wait_event("skip", lambda e: e["reason"] == "resume-blocked:headroom", timeout=5)
+    blocked = daemon.wait_event("skip", lambda e: e["reason"] == "resume-blocked:headroom", timeout=10)
     assert blocked["pid"] == victim.pid and blocked["need_kb"] > blocked["available_kb"]
-    stays(lambda: is_stopped(victim.pid), 1.0, what="still stopped without headroom")
-    assert daemon.events("resume") == []
+    daemon.decisions(10, on=lambda p: p is not None and p["some_fast"] == 0)
+    assert daemon.events("resume") == [] and is_stopped(victim.pid)
     assert daemon.terminate() == 0  # exit resumes regardless
     assert not is_stopped(victim.pid)
     assert daemon.events("resume")[-1]["reason"] == "exit"
@@ -226,9 +255,9 @@ def test_resume_waits_for_memory_headroom(spawn, start_daemon, psi):
     # Factor 0 disables the gate.
     daemon = start_daemon("--resume-headroom", "0")
     psi.set(50)
-    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped again")
+    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped again")
     psi.set(0)
-    wait_for(lambda: not is_stopped(victim.pid), 5, what="resumed without headroom check")
+    wait_for(lambda: not is_stopped(victim.pid), 10, what="resumed without headroom check")
     assert daemon.wait_event("resume")["reason"] == "calm"
 
 
@@ -237,27 +266,29 @@ def test_max_stopped_bounds_the_stop_and_respects_hold(spawn, start_daemon, psi)
     daemon = start_daemon("--max-stopped", "0.8", "--hold", "1.0")
     psi.set(50)  # and it stays high
     first = daemon.wait_event("stop")
-    resumed = daemon.wait_event("resume", timeout=4)
-    assert resumed["reason"] == "max-stopped"
-    assert 0.7 <= resumed["t"] - first["t"] < 1.6
-    wait_for(lambda: not is_stopped(victim.pid), 1, what="running after max-stopped")
-    cooldown = daemon.wait_event("skip", lambda e: e["reason"] == "cooldown:max-stopped", timeout=2)
+    resumed = daemon.wait_event("resume", timeout=10)
+    assert resumed["reason"] == "max-stopped" and resumed["pressure"]["some_fast"] >= 20, "resumed under pressure"
+    assert round(daemon.decided_at(resumed) - daemon.decided_at(first), 3) >= 0.8
+    wait_for(lambda: not is_stopped(victim.pid), 10, what="running after max-stopped")
+    cooldown = daemon.wait_event("skip", lambda e: e["reason"] == "cooldown:max-stopped", timeout=10)
     assert cooldown["pid"] == victim.pid
-    again = daemon.wait_event("stop", lambda e: e["t"] > resumed["t"], timeout=4)
-    assert again["t"] - resumed["t"] >= 1.0, "not stopped again within --hold"
+    again = daemon.wait_event("stop", lambda e: e["t"] > resumed["t"], timeout=10)
+    assert round(daemon.decided_at(again) - daemon.decided_at(resumed), 3) >= 1.0, "not stopped again within --hold"
     psi.set(0)
-    wait_for(lambda: not is_stopped(victim.pid), 5, what="resumed at the end")
+    wait_for(lambda: not is_stopped(victim.pid), 10, what="resumed at the end")
 
 
 def test_dry_run_never_signals(spawn, start_daemon, psi):
     victim = spawn("dryvictim", signal_log=True)
     daemon = start_daemon("--dry-run")
+    # No watchdog (it exists to resume what a dead daemon stopped: nothing here).
+    assert daemon.wait_event("start")["watchdog_pid"] is None and daemon.status()["watchdog_pid"] is None
+    assert Path(f"/proc/{daemon.pid}/task/{daemon.pid}/children").read_text().split() == []
     psi.set(60)
     daemon.wait_event("stop")
-    stays(lambda: proc_state(victim.pid) not in ("T", None), 1.5, what="running in dry run")
-    assert victim.makes_progress()
+    assert victim.makes_progress() and proc_state(victim.pid) != "T"
     psi.set(0)
-    daemon.wait_event("resume", timeout=5)
+    daemon.wait_event("resume", timeout=10)
     assert all(e["dry_run"] for e in daemon.events("stop") + daemon.events("resume"))
     assert not (daemon.state_dir / "stopped.json").exists()
     assert daemon.terminate() == 0
@@ -273,7 +304,7 @@ def test_status_over_control_socket(spawn, start_daemon, psi):
     assert {"pid": core.pid, "comm": "statuscore", "reason": "protected:core"} in status["protected"]
     assert victim.pid in status["distinct"]
     psi.set(50)
-    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped")
     status = daemon.status()
     assert status["state"] in ("high", "holding")
     assert set(status["pressure"]) == {"some_avg10", "some_fast", "full_avg10"}
@@ -292,7 +323,7 @@ def test_status_over_control_socket(spawn, start_daemon, psi):
     cli_status = json.loads(out.stdout)
     assert [s["pid"] for s in cli_status["stopped"]] == [victim.pid]
     psi.set(0)
-    wait_for(lambda: daemon.status()["state"] == "calm", 5, what="calm again")
+    wait_for(lambda: daemon.status()["state"] == "calm", 10, what="calm again")
     assert not is_stopped(victim.pid)
 
 
@@ -304,26 +335,48 @@ def test_psi_trigger_mode_runs_idle(spawn, start_daemon):
     status = daemon.status()
     assert status["config"]["source"]["kind"] == "psi-trigger"
     assert status["config"]["source"]["window"] in (1.0, 2.0)
-    assert status["state"] == "calm" and victim.pid in status["distinct"]
-    time.sleep(1.2)
-    assert not is_stopped(victim.pid)
+    assert victim.pid in status["distinct"]
+    # It decides in poll() timeouts (1 s) when nothing triggers.
+    wait_for(lambda: daemon.status()["ticks"] >= status["ticks"] + 2, 10, what="two more decisions")
+    # The host's real pressure decides; a stop must have been on a high reading.
+    for stop in daemon.events("stop"):
+        assert max(stop["pressure"]["some_fast"], stop["pressure"]["some_avg10"]) >= 20, stop
     assert daemon.terminate() == 0
 
 
 def test_resume_grace_ignores_the_swap_in_spike_but_not_sustained_pressure(spawn, start_daemon, psi):
     victim = spawn("pager", rss_mb=10)
-    daemon = start_daemon("--hold", "0.5", "--resume-grace", "3")
+    # A grace no test outlasts: every reading below falls within it, however slow the machine.
+    daemon = start_daemon("--hold", "0.5", "--resume-grace", "3600")
     psi.set(50)
-    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped")
     psi.set(0, avg10=0)
-    wait_for(lambda: not is_stopped(victim.pid), 5, what="resumed")
-    resumed_at = time.monotonic()
-    # A short spike of the fast signal with a quiet avg10: what paging a resumed process back
-    # in looks like. Within the grace it stops nothing.
+    daemon.wait_event("resume", timeout=10)
+    wait_for(lambda: not is_stopped(victim.pid), 10, what="resumed")
+    # The fast signal spikes with a quiet avg10: what paging a resumed process back in looks
+    # like. Within the grace it stops nothing, over many stop intervals (0.3 s).
     psi.set(60, avg10=0)
-    stays(lambda: not is_stopped(victim.pid), 2.0, what="running through the swap-in spike")
-    assert len(daemon.events("stop")) == 1
-    # Sustained pressure (avg10 above stop-above) stops it again, grace or not.
+    daemon.decisions(20, on=lambda p: p is not None and p["some_fast"] >= 20 and p["some_avg10"] == 0)
+    assert len(daemon.events("stop")) == 1 and not is_stopped(victim.pid)
+    # Sustained pressure (avg10 above stop-above) stops it again, within the grace.
     psi.set(60, avg10=40)
-    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped again under sustained pressure")
-    assert time.monotonic() - resumed_at < 6
+    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped again under sustained pressure")
+    assert daemon.events("stop")[-1]["pressure"]["some_avg10"] == 40
+
+
+def test_the_daemons_own_ancestors_are_never_stopped(spawn, start_daemon, psi):
+    # The daemon runs under a shell that is in scope (a child of this pytest), as it would under
+    # the shell or service manager that started it: stopping that is never useful.
+    victim = spawn("ancvictim")
+    daemon = start_daemon(wrapper=("/bin/sh", "-c", '"$@"; exit $?', "sh"))
+    shell = daemon.pid
+    real = daemon.wait_event("start")["pid"]
+    assert real != shell and Path(f"/proc/{real}/stat").read_text().split(") ")[1].split()[1] == str(shell)
+    psi.set(60)
+    wait_for(lambda: is_stopped(victim.pid), 10, what="the distinct process stopped")
+    daemon.wait_event("skip", lambda e: e["reason"] == "nothing-to-stop")
+    skips = {e["pid"]: e["reason"] for e in daemon.events("skip") if e["pid"]}
+    assert skips.get(shell) == "never-stop:daemon-ancestor" and not is_stopped(shell)
+    assert daemon.stopped_pids() == [victim.pid]
+    os.kill(real, signal.SIGTERM)
+    assert daemon.popen.wait(timeout=10) == 0 and not is_stopped(victim.pid)

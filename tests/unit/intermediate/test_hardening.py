@@ -71,6 +71,13 @@ class Actions:
         return [r.unit.pids for r in self.store.load()]
 
 
+def stop_pending(pid: int) -> bool:
+    """Is a SIGSTOP pending for pid (its own or its thread group's pending set)?"""
+    bit = 1 << (signal.SIGSTOP - 1)
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return any(int(fields[key].strip(), 16) & bit for key in ("SigPnd", "ShdPnd"))
+
+
 def member(pid: int, comm: str) -> Member:
     return Member(pid=pid, starttime=starttime(pid), comm=comm)
 
@@ -122,11 +129,11 @@ def test_a_process_groups_newcomer_is_classified_before_it_is_stopped(spawn, wor
     actions = Actions(workdir, Selection(scope_pid=os.getpid(), never_stop_comms=("grpkeep",)))
     state = actions.stop(unit)
     if stopped:  # distinct: stopped and recorded with the group
-        wait_for(lambda: is_stopped(leader.pid) and is_stopped(child), 2, what="the group stopped")
+        wait_for(lambda: is_stopped(leader.pid) and is_stopped(child), 10, what="the group stopped")
         assert actions.recorded() == [[leader.pid, child]] and actions.logged("stop")[0]["newcomers"] == [child]
     else:  # never-stop: not stopped; the group cannot stop whole, so its leader is resumed
         assert not is_stopped(child)
-        wait_for(lambda: not is_stopped(leader.pid), 2, what="the leader resumed")
+        wait_for(lambda: not is_stopped(leader.pid), 10, what="the leader resumed")
         assert actions.recorded() == [] and state.held == ()
         assert actions.logged("stop-abandoned")[0]["reason"] == "newcomer:never-stop:comm"
 
@@ -144,11 +151,11 @@ def test_a_pinned_process_cannot_be_confused_with_its_pids_next_owner(spawn):
         successor = spawn_with_pid(first.pid, [sys.executable, str(WORKER), "--name", "pinnext"])
         if successor is None:
             pytest.skip(f"pid {first.pid} could not be recycled (taken by another process)")
-        wait_for(lambda: is_alive(successor.pid), 2, what="the successor running")
+        wait_for(lambda: is_alive(successor.pid), 10, what="the successor running")
         with pytest.raises(ProcessLookupError):
             pinned.send(signal.SIGSTOP)
-        time.sleep(0.05)  # a SIGSTOP, had it been sent, is effective at once; give it a moment anyway
-        assert not is_stopped(successor.pid), "the signal reached the pid's new owner"
+        # A SIGSTOP that had been sent is either still pending or already took effect.
+        assert not is_stopped(successor.pid) and not stop_pending(successor.pid), "the signal reached the pid's new owner"
     finally:
         pinned.close()
     # Pinning by the old record now finds another process: never signalled.
@@ -181,16 +188,16 @@ def test_a_failed_resume_keeps_the_record_until_a_resume_succeeds(spawn, start_d
     daemon = start_daemon(wrapper=NO_SIGCONT)  # every SIGCONT the daemon (and its watchdog) sends fails
     watchdog = daemon.watchdog_pid()
     psi.set(60)
-    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped")
     psi.set(0)
-    failed = daemon.wait_event("resume-failed", timeout=5)
+    failed = daemon.wait_event("resume-failed", timeout=10)
     assert failed["pids"] == [victim.pid] and failed["reason"] == "calm" and "not permitted" in failed["error"]
     store = StateStore(str(daemon.state_dir))
     assert [r.unit.pids for r in store.load()] == [[victim.pid]], "dropped from the state file while stopped"
     assert daemon.status()["stopped"][0]["pid"] == victim.pid
 
     assert daemon.terminate() == 0  # its exit resume fails too; then the watchdog's
-    wait_for(lambda: not is_alive(watchdog), 5, what="the watchdog's own attempt")
+    wait_for(lambda: not is_alive(watchdog), 10, what="the watchdog's own attempt")
     reasons = [e["reason"] for e in daemon.events("resume-failed")]
     assert reasons[-2:] == ["exit", "watchdog"], reasons
     assert is_stopped(victim.pid) and [r.unit.pids for r in store.load()] == [[victim.pid]]
@@ -208,10 +215,10 @@ def test_resume_all_keeps_what_it_could_not_resume(spawn, start_daemon, psi, wor
     state_dir = workdir / "kept"
     daemon = start_daemon(state_dir=state_dir)
     psi.set(60)
-    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+    daemon.holds(victim.pid)
     os.kill(daemon.watchdog_pid(), signal.SIGKILL)
     daemon.popen.send_signal(signal.SIGKILL)
-    daemon.popen.wait(timeout=5)
+    daemon.popen.wait(timeout=10)
     out = popen_marked([*NO_SIGCONT, sys.executable, "-m", "harness.guest.intermediate", "resume-all",
                         "--state-dir", str(state_dir)], cwd=str(REPO_ROOT), stdout=-1)
     summary = json.loads(out.communicate(timeout=20)[0])
@@ -229,11 +236,11 @@ def test_a_deleted_pressure_file_resumes_everything_and_stops_nothing_until_it_i
     victims = [spawn(f"delvictim{i}", rss_mb=10 - i) for i in range(4)]
     daemon = start_daemon()
     psi.set(60)
-    wait_for(lambda: is_stopped(victims[0].pid), 3, what="the first stop")
+    wait_for(lambda: is_stopped(victims[0].pid), 10, what="the first stop")
     psi.stop()
     os.unlink(psi.path)
-    resumed = daemon.wait_event("resume", lambda e: e["reason"] == "no-reading", timeout=5)
-    wait_for(lambda: not any(is_stopped(v.pid) for v in victims), 3, what="everything resumed")
+    resumed = daemon.wait_event("resume", lambda e: e["reason"] == "no-reading", timeout=10)
+    wait_for(lambda: not any(is_stopped(v.pid) for v in victims), 10, what="everything resumed")
     stops = len(daemon.events("stop"))
     ticks = daemon.status()["ticks"]
     wait_for(lambda: daemon.status()["ticks"] >= ticks + 20, 10, what="twenty more decisions without a file")
@@ -243,7 +250,7 @@ def test_a_deleted_pressure_file_resumes_everything_and_stops_nothing_until_it_i
     # The file is back: the daemon carries on with valid readings.
     with PressureFileWriter(psi.path) as again:
         again.set(60)
-        wait_for(lambda: len(daemon.events("stop")) > stops, 5, what="a stop on valid readings")
+        wait_for(lambda: len(daemon.events("stop")) > stops, 10, what="a stop on valid readings")
         again.set(0)
         wait_for(lambda: not any(is_stopped(v.pid) for v in victims), 10, what="resumed")
 
@@ -252,9 +259,9 @@ def test_nan_in_the_pressure_file_is_no_reading(spawn, start_daemon, psi):
     victim = spawn("nanvictim")
     daemon = start_daemon()
     psi.set(60)
-    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped")
     psi.set(0, avg10=math.nan)  # "some avg10=nan": was BETWEEN for ever, so never resumed
-    resumed = daemon.wait_event("resume", timeout=5)
+    resumed = daemon.wait_event("resume", timeout=10)
     assert resumed["reason"] == "no-reading" and not is_stopped(victim.pid)
 
 
@@ -273,8 +280,7 @@ def test_idle_control_clients_cannot_hold_up_a_stop(spawn, start_daemon, psi):
             idle.append(client)
         assert daemon.status()["state"] == "calm"  # the server answers past twelve silent clients
         psi.set(60)
-        daemon.wait_event("stop")
-        assert is_stopped(victim.pid)
+        daemon.holds(victim.pid)
         # The stop happened while all twelve were connected and silent: none was closed.
         for client in idle:
             client.setblocking(False)
@@ -284,7 +290,7 @@ def test_idle_control_clients_cannot_hold_up_a_stop(spawn, start_daemon, psi):
         for client in idle:
             client.close()
     psi.set(0)
-    wait_for(lambda: not is_stopped(victim.pid), 5, what="resumed")
+    wait_for(lambda: not is_stopped(victim.pid), 10, what="resumed")
 
 
 # == held: stopped processes and frozen cgroups' tasks =============================================
@@ -296,7 +302,7 @@ def test_held_lists_stopped_processes_and_frozen_cgroup_tasks(spawn, test_cgroup
     move_to_cgroup(frozen.pid, cgroup_dir)
     os.kill(stopped.pid, signal.SIGSTOP)
     Path(cgroup_dir, "cgroup.freeze").write_text("1")
-    wait_for(lambda: read_frozen(cgroup_dir), 3, what="frozen")
+    wait_for(lambda: read_frozen(cgroup_dir), 10, what="frozen")
     try:
         found = held()
         assert stopped.pid in {p["pid"] for p in found["stopped"]}

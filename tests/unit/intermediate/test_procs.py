@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 
+import pytest
 from conftest import marked_env, unix_socket_path, wait_for
 
 from harness.guest.intermediate import procs
+from harness.guest.intermediate.config import FreezeMethod
+from harness.guest.intermediate.observe import Observer
+from harness.guest.intermediate.units import Member, StopUnit, UnitKind
 from harness.guest.intermediate.unixdiag import UnixPeers
 
 
@@ -28,7 +33,7 @@ def test_read_own_process():
 def test_kernel_threads_are_recognised():
     kthreadd = procs.read_stat(procs.KTHREADD_PID)
     if kthreadd is None:
-        return  # no kthreadd visible (e.g. a pid namespace)
+        pytest.skip("no kthreadd (pid 2) visible here, e.g. in a pid namespace")
     assert kthreadd.is_kernel_thread
     table = procs.ProcessTable.scan()
     kids = table.children.get(procs.KTHREADD_PID, [])
@@ -95,3 +100,29 @@ def test_unix_peers_socketpair():
 
 def test_marked_env_has_no_control_marker():
     assert "BALLOON_HARNESS_CONTROL" not in marked_env()
+
+
+def test_the_headroom_gate_reads_each_units_swapped_out_pages(spawn, monkeypatch):
+    # This host has no swap, so no process has VmSwap > 0: the figure is injected where the
+    # daemon reads it (/proc/PID/status); the rest -- which processes, whose start time -- is real.
+    a, b, c = spawn("swapa", counter=False), spawn("swapb", counter=False), spawn("swapc", counter=False)
+    swapped = {a.pid: 1000, b.pid: 234, c.pid: 5}
+    real = procs._read_text
+
+    def read_text(path: str) -> str | None:
+        text = real(path)
+        pid = int(path.split("/")[2]) if path.endswith("/status") else None
+        if text is None or pid not in swapped:
+            return text
+        return re.sub(r"^VmSwap:\s+\d+ kB$", f"VmSwap:\t{swapped[pid]} kB", text, flags=re.M)
+
+    monkeypatch.setattr(procs, "_read_text", read_text)
+
+    def member(pid: int) -> Member:
+        return Member(pid, procs.read_stat(pid).starttime, "w")
+
+    group = StopUnit(UnitKind.PROCESS_GROUP, "pgid:1", (member(a.pid), member(b.pid)), FreezeMethod.SIGNAL)
+    recycled = StopUnit(UnitKind.PROCESS, "pid:2", (Member(c.pid, member(c.pid).starttime + 1, "w"),), FreezeMethod.SIGNAL)
+    memory = Observer.memory([group, recycled])
+    assert memory.swap_kb == (("pgid:1", 1234), ("pid:2", 0)), "a recycled pid's pages are not the unit's"
+    assert memory.available_kb == pytest.approx(procs.read_mem_available_kb(), rel=0.5) and memory.available_kb > 0

@@ -39,9 +39,9 @@ def test_replay_finds_a_decision_the_log_does_not_have(spawn, start_daemon, psi,
     victim = spawn("replayvictim")
     daemon = start_daemon()
     psi.set(60)
-    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+    wait_for(lambda: is_stopped(victim.pid), 10, what="stopped")
     psi.set(0)
-    daemon.wait_event("resume", timeout=5)
+    daemon.wait_event("resume", timeout=10)
     assert daemon.terminate() == 0
     lines = daemon.events_path.read_text().splitlines()
     assert replay_cli(daemon.events_path).returncode == 0
@@ -50,11 +50,12 @@ def test_replay_finds_a_decision_the_log_does_not_have(spawn, start_daemon, psi,
     tampered.write_text("\n".join(line for line in lines if json.loads(line)["event"] != "stop") + "\n")
     out = replay_cli(tampered)
     assert out.returncode == 1 and "REPLAY ONLY" in out.stdout and f"pid:{victim.pid}" in out.stdout, out.stdout
-    # A changed rule tried on the run: with a 60 % stop threshold, nothing is stopped.
-    changed = replay_cli(daemon.events_path, "--rule", "stop_above=70", "--json")
+    # A changed rule tried on the run: with an hour's --hold, nothing is resumed. (Not a higher
+    # --stop-above: the fast signal's first readings of a step overshoot it, to 73 % for a 60 % step.)
+    changed = replay_cli(daemon.events_path, "--rule", "hold=3600", "--json")
     result = json.loads(changed.stdout)
-    assert changed.returncode == 1 and result["counts"].get("stop", 0) == 0
-    assert ["stop", f"pid:{victim.pid}", "pressure"] in [d["decision"] for d in result["differences"]]
+    assert changed.returncode == 1 and result["counts"].get("stop") == 1 and result["counts"].get("resume", 0) == 0
+    assert ["resume", f"pid:{victim.pid}", "calm"] in [d["decision"] for d in result["differences"]]
 
 
 @pytest.mark.parametrize("content", ["not json\n{}\n", ""])

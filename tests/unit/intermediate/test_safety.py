@@ -9,13 +9,16 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, is_stopped, marked_env, starttime, stays, wait_for
+from conftest import REPO_ROOT, blocked_in_poll, is_alive, is_stopped, marked_env, starttime, stays, wait_for
 
 from harness.guest.intermediate.config import FreezeMethod
 from harness.guest.intermediate.state import StateStore, StoppedRecord
 from harness.guest.intermediate.units import Member, StopUnit, UnitKind
+
+CRASH_IN_LOOP = Path(__file__).with_name("crash_in_loop.py")
 
 
 def run_cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
@@ -41,40 +44,57 @@ def record_for(pid: int, start: int, comm: str = "x") -> StoppedRecord:
     )
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_and_sigint_resume_everything(spawn, start_daemon, psi, signum):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_sigterm_sigint_and_sighup_resume_everything(spawn, start_daemon, psi, signum):
     a = spawn("terma", rss_mb=10)
     b = spawn("termb")
     daemon = start_daemon()
     psi.set(60)
-    wait_for(lambda: is_stopped(a.pid) and is_stopped(b.pid), 4, what="both stopped")
+    wait_for(lambda: is_stopped(a.pid) and is_stopped(b.pid), 10, what="both stopped")
     daemon.popen.send_signal(signum)
-    assert daemon.popen.wait(timeout=5) == 0
+    assert daemon.popen.wait(timeout=10) == 0
     assert not is_stopped(a.pid) and not is_stopped(b.pid)
     assert a.makes_progress() and b.makes_progress()
     exit_event = daemon.events()[-1]
     assert exit_event["event"] == "exit" and exit_event["reason"] == f"signal:{signal.Signals(signum).name}"
     assert {e["reason"] for e in daemon.events("resume")} == {"exit"}
+    # Resumed by the daemon before it exited (not by its watchdog afterwards).
+    assert [e["event"] for e in daemon.events() if e["event"] in ("resume", "exit")] == ["resume", "resume", "exit"]
     assert StateStore(str(daemon.state_dir)).load() == []
 
 
-def test_watchdog_resumes_within_a_second_after_sigkill(spawn, start_daemon, psi):
+def test_watchdog_resumes_after_sigkill(spawn, start_daemon, psi):
+    # How fast: bench/bench_intermediate.py (watchdog_resume_ms). Here: that it does, and only then.
     victim = spawn("wdvictim")
     daemon = start_daemon()
-    watchdog = daemon.watchdog_pid()
     psi.set(60)
-    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
-    killed_at = time.monotonic()
+    daemon.holds(victim.pid)
+    watchdog = daemon.watchdog_ready()
     daemon.popen.send_signal(signal.SIGKILL)
-    wait_for(lambda: not is_stopped(victim.pid), 3, interval=0.005, what="watchdog resume")
-    latency = time.monotonic() - killed_at
-    print(f"watchdog resume latency: {latency * 1000:.0f} ms")
-    assert latency < 1.0, f"watchdog took {latency:.3f}s"
+    wait_for(lambda: not is_stopped(victim.pid), 10, what="watchdog resume")
     assert victim.makes_progress()
-    resumed = daemon.wait_event("resume", lambda e: e["reason"] == "watchdog", timeout=2)
-    assert resumed["pid"] == victim.pid
-    wait_for(lambda: not os.path.exists(f"/proc/{watchdog}") or open(f"/proc/{watchdog}/stat").read().split()[2] in "ZX",
-             3, what="watchdog exit")
+    resumed = daemon.wait_event("resume", lambda e: e["reason"] == "watchdog", timeout=10)
+    assert resumed["pid"] == victim.pid and daemon.events()[-1] == resumed
+    assert StateStore(str(daemon.state_dir)).load() == []
+    wait_for(lambda: not is_alive(watchdog), 10, what="watchdog exit")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_the_watchdog_outlives_the_signals_the_daemon_handles(spawn, start_daemon, psi, signum):
+    # `systemctl stop` or a terminal hang-up signals the daemon and its watchdog alike: the
+    # watchdog must be there for the daemon's death, whatever it is.
+    victim = spawn("wdsignals")
+    daemon = start_daemon()
+    psi.set(60)
+    daemon.holds(victim.pid)
+    watchdog = daemon.watchdog_ready()
+    # The daemon is stopped first, so that it cannot replace a watchdog that died of the signal.
+    daemon.popen.send_signal(signal.SIGSTOP)
+    wait_for(lambda: is_stopped(daemon.pid), 10, what="the daemon stopped")
+    os.kill(watchdog, signum)
+    daemon.popen.send_signal(signal.SIGKILL)
+    wait_for(lambda: not is_stopped(victim.pid), 10, what=f"the watchdog's resume after its {signum.name}")
+    assert daemon.wait_event("resume", lambda e: e["reason"] == "watchdog")["pid"] == victim.pid
 
 
 @pytest.mark.parametrize("via", ["new-daemon", "resume-all"])
@@ -84,13 +104,13 @@ def test_leftovers_of_a_crashed_daemon_are_resumed(spawn, start_daemon, psi, wor
     crashed = start_daemon(state_dir=state_dir)
     watchdog = crashed.watchdog_pid()
     psi.set(60)
-    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
+    crashed.holds(victim.pid)
     # A real crash of both: the watchdog first, then the daemon.
     os.kill(watchdog, signal.SIGKILL)
     crashed.popen.send_signal(signal.SIGKILL)
-    crashed.popen.wait(timeout=5)
+    crashed.popen.wait(timeout=10)
+    wait_for(lambda: not is_alive(watchdog), 10, what="the watchdog gone")
     psi.set(0)
-    time.sleep(0.3)
     assert is_stopped(victim.pid), "nobody resumed it: a real leftover"
     assert [r.unit.pids for r in StateStore(str(state_dir)).load()] == [[victim.pid]]
 
@@ -114,7 +134,7 @@ def test_recycled_pid_is_never_signalled(spawn, start_daemon, workdir, via):
     ours = spawn("ours", signal_log=True)
     os.kill(innocent.pid, signal.SIGSTOP)
     os.kill(ours.pid, signal.SIGSTOP)
-    wait_for(lambda: is_stopped(innocent.pid) and is_stopped(ours.pid), 2, what="stopped by the test")
+    wait_for(lambda: is_stopped(innocent.pid) and is_stopped(ours.pid), 10, what="stopped by the test")
     state_dir = workdir / "state-recycled"
     store = StateStore(str(state_dir))
     store.save([record_for(innocent.pid, starttime(innocent.pid) + 12345, "innocent"), record_for(ours.pid, starttime(ours.pid), "ours")])
@@ -129,8 +149,8 @@ def test_recycled_pid_is_never_signalled(spawn, start_daemon, workdir, via):
         assert daemon.wait_event("start")["recovered"] == [ours.pid]
         assert daemon.wait_event("skip", lambda e: e["reason"] == "pid-recycled")["pid"] == innocent.pid
 
-    wait_for(lambda: not is_stopped(ours.pid), 2, what="ours resumed")
-    wait_for(lambda: ours.signal_log.exists(), 2, what="ours got SIGCONT")
+    wait_for(lambda: not is_stopped(ours.pid), 10, what="ours resumed")
+    wait_for(lambda: ours.signal_log.exists(), 10, what="ours got SIGCONT")
     stays(lambda: is_stopped(innocent.pid), 0.3, what="innocent untouched")
     assert not innocent.signal_log.exists(), "the recycled pid received a signal"
     assert StateStore(str(state_dir)).load() == []
@@ -217,9 +237,44 @@ def test_dead_watchdog_is_replaced(spawn, start_daemon, psi):
                       what="a new watchdog")
     assert "watchdog exited" in daemon.log()
     psi.set(60)
-    wait_for(lambda: is_stopped(victim.pid), 3, what="stopped")
-    time.sleep(0.5)  # let the new watchdog finish starting (it copes either way)
+    daemon.holds(victim.pid)
+    wait_for(lambda: blocked_in_poll(second), 10, what="the new watchdog waiting on the daemon")
     daemon.popen.send_signal(signal.SIGKILL)
-    wait_for(lambda: not is_stopped(victim.pid), 2, what="the replacement watchdog resumed it")
+    wait_for(lambda: not is_stopped(victim.pid), 10, what="the replacement watchdog resumed it")
     assert daemon.wait_event("resume", lambda e: e["reason"] == "watchdog")["pid"] == victim.pid
     assert second != first
+
+
+def break_state_writes(daemon) -> None:
+    """From now on the daemon cannot write its state file, as on a full or read-only disk: the
+    temp file it writes first (state.atomic_write_json: .stopped.json.<pid>.tmp) is a directory,
+    so open() fails (EISDIR) -- a real failing write, not a mock."""
+    (daemon.state_dir / f".stopped.json.{daemon.pid}.tmp").mkdir(parents=True)
+
+
+def test_a_stop_whose_record_cannot_be_written_is_not_performed(spawn, start_daemon, psi):
+    # The record comes before the signal: a unit that could not be recorded is never stopped (a
+    # stopped process nobody knows about would stay stopped after a crash).
+    victim = spawn("unrecorded")
+    daemon = start_daemon(crashes=True)
+    break_state_writes(daemon)
+    psi.set(60)
+    assert daemon.popen.wait(timeout=20) != 0, "the daemon cannot carry on without its state file"
+    assert not is_stopped(victim.pid) and victim.makes_progress()
+    assert daemon.events("stop") == [] and daemon.events("exit")[-1]["reason"] == "error"
+    assert "IsADirectoryError" in daemon.log()
+
+
+def test_a_crash_in_the_loop_resumes_everything_before_exit(spawn, start_daemon, psi, workdir):
+    victim = spawn("crashvictim")
+    trigger = workdir / "crash-now"
+    daemon = start_daemon(entry=(str(CRASH_IN_LOOP),), env_extra={"BH_CRASH_TRIGGER": str(trigger)}, crashes=True)
+    psi.set(60)
+    daemon.holds(victim.pid)
+    trigger.touch()  # the next scan (a rescan while a unit is held) raises
+    assert daemon.popen.wait(timeout=20) == 1
+    assert "daemon loop failed; resuming everything" in daemon.log() and "injected fault" in daemon.log()
+    assert not is_stopped(victim.pid) and victim.makes_progress()
+    ours = [(e["event"], e["reason"]) for e in daemon.events() if e["event"] in ("resume", "exit")]
+    assert ours == [("resume", "exit"), ("exit", "error")], "resumed by the daemon itself, before it exited"
+    assert StateStore(str(daemon.state_dir)).load() == []

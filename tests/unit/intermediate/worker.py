@@ -29,6 +29,7 @@ def main() -> int:
     parser.add_argument("--rss-mb", type=int, default=0)
     parser.add_argument("--ready")
     parser.add_argument("--listen")
+    parser.add_argument("--no-accept", action="store_true", help="leave clients queued on --listen (never accept)")
     parser.add_argument("--connect")
     parser.add_argument("--child", help="JSON argv (interpreter included) of a child to spawn")
     parser.add_argument("--signal-log")
@@ -56,6 +57,9 @@ def main() -> int:
         listener.bind(args.listen)
         listener.listen(4)
         listener.settimeout(0.02)
+        if args.no_accept:
+            held.append(listener)
+            listener = None
     if args.connect:
         deadline = time.monotonic() + 10
         while True:
@@ -74,13 +78,17 @@ def main() -> int:
     if args.child:
         child = subprocess.Popen(json.loads(args.child), close_fds=True)
 
+    # The counter exists (with 0) before the ready file: a reader never finds it missing.
+    counter_fd = os.open(args.counter, os.O_WRONLY | os.O_CREAT, 0o644) if args.counter else None
+    count = 0
+    if counter_fd is not None:
+        os.pwrite(counter_fd, f"{count:012d}\n".encode(), 0)
+
     if args.ready:
         with open(args.ready + ".tmp", "w") as handle:
             handle.write(str(os.getpid()))
         os.replace(args.ready + ".tmp", args.ready)
 
-    counter_fd = os.open(args.counter, os.O_WRONLY | os.O_CREAT, 0o644) if args.counter else None
-    count = 0
     while True:
         if listener is not None:
             try:
