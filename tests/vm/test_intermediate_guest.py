@@ -182,12 +182,16 @@ def test_a_stopped_hogs_memory_leaves_ram_with_page_out_and_stays_without(vm, pa
             assert event["via"] == "memory.reclaim" and event["outcome"] == "done", event
             assert event["unit"] == f"cgroup:{PAGED_HOG.cgroup}" and event["freed_kb"] >= at_stop["VmRSS"] * 0.6, event
             assert event["ms"] > 0 and event["chunks"] >= 10, event
+            print(f"page-out: VmRSS {at_stop['VmRSS'] // 1024} -> {after['VmRSS'] // 1024} MiB (VmSwap "
+                  f"{after['VmSwap'] // 1024} MiB) seen {time.monotonic() - stopped_at:.1f} s after the stop was "
+                  f"seen; event: freed {event['freed_kb'] // 1024} MiB in {event['ms'] / 1000:.1f} s")
         else:
             deadline = stopped_at + 20
             while time.monotonic() < deadline:  # it stays: sampled for 20 s
                 now = memory_kb(vm, pid)
                 assert now["VmRSS"] >= at_stop["VmRSS"] * 0.9, (at_stop, now)
                 time.sleep(1.0)
+            print(f"no page-out: VmRSS {at_stop['VmRSS'] // 1024} -> {now['VmRSS'] // 1024} MiB over 20 s")
             assert not [e for e in read_events(vm) if e["event"] == "page-out"]
         vm.ssh.run(f"echo 0 > {FAKE_PSI}.set")
         wait_for(lambda: not vm.ssh.run(f"ps -o stat= -p {pid}").stdout.strip().startswith("T"), timeout=60,
