@@ -212,7 +212,7 @@ def test_stress_ng_stops_and_resumes_as_one_workload(run_scenario):
     # worker. Now the workload's service cgroup is one unit, parent included.
     result = run_scenario("stress-ng-hog", intermediate=True)
     assert result.passed, [f.detail for f in result.failures()]
-    events = [json.loads(line) for line in (result.folder / "intermediate-events.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in (result.folder / "vm" / "intermediate-events.jsonl").read_text().splitlines()
               if line.strip()]
     stops = [e for e in events if e["event"] == "stop"]
     assert stops, "the squeeze stopped nothing"
