@@ -24,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -113,7 +114,7 @@ class Bench:
         self.children.append(proc)
         return proc
 
-    def daemon(self, name: str, *args: str) -> tuple[subprocess.Popen, Path, Path]:
+    def daemon(self, name: str, *args: str, state_dir: Path | None = None) -> tuple[subprocess.Popen, Path, Path]:
         events = self.workdir / f"{name}-events.jsonl"
         control = self.workdir / f"{name}.sock"
         log = open(self.workdir / f"{name}.log", "wb")
@@ -121,7 +122,7 @@ class Bench:
             [
                 sys.executable, "-m", "harness.guest.intermediate", "run",
                 "--scope-pid", str(os.getpid()),
-                "--state-dir", str(self.workdir / f"{name}-state"),
+                "--state-dir", str(state_dir or self.workdir / f"{name}-state"),
                 "--events", str(events),
                 "--control", str(control),
                 *args,
@@ -223,6 +224,9 @@ def decision_times(events: list[dict]) -> dict:
         "stop_scan_ms_median": median_of("scan"),
         "stop_record_ms_median": median_of("record"),
         "stop_signal_ms_median": median_of("signal"),
+        # Stops that found their scan ready (taken when the early PSI trigger fired), and its age.
+        "stops_with_prepared_scan": f"{sum('prepared_age' in t for t in stops)}/{len(stops)}",
+        "stop_prepared_age_ms_median": median_of("prepared_age"),
     }
 
 
@@ -254,6 +258,9 @@ def bench_file(bench: Bench, trials: int, step: float, idle_seconds: float, avg_
         time.sleep(3.0)  # past the last resume's bookkeeping: idle, not winding down
         idle, idle_exact = idle_cpu([daemon.pid, watchdog], idle_seconds)
         bench.stop_daemon(daemon)
+        # Gone before the PSI trials: there the hog alone is to be stopped.
+        victim.kill()
+        victim.wait()
     finally:
         writer.stop()
     return {
@@ -364,16 +371,32 @@ class StallSampler(threading.Thread):
         return None
 
 
-def bench_psi_reaction(bench: Bench, trials: int, stop_above: float, window: float) -> dict:
+def bench_psi_reaction(bench: Bench, trials: int, stop_above: float, window: float, extra: list[str] = ()) -> dict:
     result: dict = {"reaction_ms_psi_trigger_median": None, "psi_notes": []}
     if not psi_trigger_available():
         result["psi_notes"].append("cannot register a PSI trigger on /proc/pressure/memory")
         return result
-    daemon, events, control = bench.daemon(
-        "psi", "--stop-above", str(stop_above), "--window", str(window), "--hold", "1", "--resume-headroom", "0",
-        "--resume-grace", "0",  # as in file mode: measure the reaction, not the post-resume grace
-    )
-    reactions, onsets = [], []
+    # As balloon-intermediate.service runs it: mlocked (no page faults of its own under the
+    # pressure it measures) and its state dir on tmpfs (/run), where recording a stop costs no
+    # disk write -- in the guest the bench's temporary dir is on the root disk.
+    run_dir = Path("/run") if os.path.isdir("/run") and os.access("/run", os.W_OK) else None
+    state_dir = Path(tempfile.mkdtemp(prefix="bench-intermediate-", dir=run_dir)) if run_dir else None
+    result["psi_daemon"] = " ".join(["--mlock", *extra]) + f", state dir {'on /run' if state_dir else 'in the temporary dir'}"
+    try:
+        daemon, events, control = bench.daemon(
+            "psi", "--stop-above", str(stop_above), "--window", str(window), "--hold", "1", "--resume-headroom", "0",
+            "--resume-grace", "0",  # as in file mode: measure the reaction, not the post-resume grace
+            "--mlock", *extra, state_dir=state_dir,
+        )
+        return _psi_trials(bench, result, daemon, events, control, trials, stop_above, window)
+    finally:
+        if state_dir is not None:
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _psi_trials(bench: Bench, result: dict, daemon: subprocess.Popen, events: Path, control: Path, trials: int,
+                stop_above: float, window: float) -> dict:
+    reactions, onsets, detect, act = [], [], [], []
     for trial in range(trials):
         meminfo = read_kv("/proc/meminfo")
         available_mb = meminfo.get("MemAvailable", 0) // 1024
@@ -400,13 +423,26 @@ def bench_psi_reaction(bench: Bench, trials: int, stop_above: float, window: flo
         onset = sampler.onset_at()
         if crossed is not None:
             reactions.append((stop["t"] - crossed) * 1000)
+            # Where it went: crossing -> the tick that decided the stop began (kernel trigger,
+            # wake-up), and that tick -> the stop event (scan, decide, record, signal).
+            tick = max((e["t"] for e in read_events(str(events)) if e["event"] == "input" and e["t"] <= stop["t"]),
+                       default=None)
+            if tick is not None:
+                detect.append((tick - crossed) * 1000)
+                act.append((stop["t"] - tick) * 1000)
         if onset is not None:
             onsets.append((stop["t"] - onset) * 1000)
         wait_calm(control, 90)
     bench.stop_daemon(daemon)
+    # Where the daemon's part went, for the stops under real pressure (scan, record, signal...).
+    result.update({f"psi_{key}": value for key, value in decision_times(read_events(str(events))).items()})
     if reactions:
         result["reaction_ms_psi_trigger_median"] = round(statistics.median(reactions), 1)
         result["reaction_ms_psi_trigger_p95"] = round(percentile(reactions, 95), 1)
+        result["reaction_ms_psi_trigger_all"] = [round(r, 1) for r in reactions]
+    if detect:
+        result["psi_detect_ms_median"] = round(statistics.median(detect), 1)
+        result["psi_act_ms_median"] = round(statistics.median(act), 1)
     if onsets:
         result["psi_stall_onset_to_stop_ms_median"] = round(statistics.median(onsets), 1)
     result["psi_trials_ok"] = len(reactions)
@@ -431,29 +467,39 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--psi", action="store_true", help="also measure the reaction to real memory pressure (guest only)")
     parser.add_argument("--psi-trials", type=int, default=3)
+    parser.add_argument("--keep-events", metavar="DIR", help="copy the daemons' event logs here (to analyse a run)")
+    parser.add_argument("--psi-only", action="store_true", help="only the reaction to real memory pressure (guest only)")
+    parser.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
+                        help="an extra option for the PSI-mode daemon, e.g. --daemon-arg=--early-fraction=0 (repeatable)")
     parser.add_argument("--watchdog-trials", type=int, default=5, help="SIGKILLed daemons (default 5)")
     args = parser.parse_args()
 
+    result: dict = {}
     with tempfile.TemporaryDirectory(prefix="bench-intermediate-") as tmp:
         bench = Bench(Path(tmp))
         try:
-            result = bench_file(bench, args.trials, args.step, args.idle_seconds, args.avg_model)
-            result.update(bench_watchdog(bench, args.watchdog_trials))
-            psi_idle, psi_idle_exact = bench_psi_idle(bench, args.idle_seconds)
-            # The guest runs the daemon on PSI triggers: that is the idle cost that matters.
-            # Where no trigger can be registered, report the file mode instead.
-            result["idle_cpu_mode"] = "psi-trigger" if psi_idle is not None else "file"
-            result["idle_cpu_percent"] = psi_idle if psi_idle is not None else result["idle_cpu_percent_file_mode"]
-            result["idle_cpu_percent_psi_mode"] = psi_idle
-            result["idle_cpu_percent_psi_mode_schedstat"] = psi_idle_exact
-            if args.psi:
-                result.update(bench_psi_reaction(bench, args.psi_trials, 20.0, 1.0))
+            if not args.psi_only:
+                result = bench_file(bench, args.trials, args.step, args.idle_seconds, args.avg_model)
+                result.update(bench_watchdog(bench, args.watchdog_trials))
+                psi_idle, psi_idle_exact = bench_psi_idle(bench, args.idle_seconds)
+                # The guest runs the daemon on PSI triggers: that is the idle cost that matters.
+                # Where no trigger can be registered, report the file mode instead.
+                result["idle_cpu_mode"] = "psi-trigger" if psi_idle is not None else "file"
+                result["idle_cpu_percent"] = psi_idle if psi_idle is not None else result["idle_cpu_percent_file_mode"]
+                result["idle_cpu_percent_psi_mode"] = psi_idle
+                result["idle_cpu_percent_psi_mode_schedstat"] = psi_idle_exact
+            if args.psi or args.psi_only:
+                result.update(bench_psi_reaction(bench, args.psi_trials, 20.0, 1.0, args.daemon_arg))
         finally:
             bench.cleanup()
+            if args.keep_events:
+                os.makedirs(args.keep_events, exist_ok=True)
+                for log in Path(tmp).glob("*-events.jsonl"):
+                    shutil.copy(log, args.keep_events)
 
-    reactions = result.pop("reaction_ms")
-    watchdog = result.pop("watchdog_resume_ms")
-    rows = [
+    reactions = result.pop("reaction_ms", None)
+    watchdog = result.pop("watchdog_resume_ms", None)
+    rows = [] if reactions is None or watchdog is None else [
         ("file mode: step to", f"{args.step:g} % stall (avg10 model: {args.avg_model}), window 1 s, stop-above 20"),
         ("file mode: trials", str(len(reactions))),
         ("file mode: reaction median", f"{result['reaction_ms_file_median']:.1f} ms"),
@@ -468,15 +514,23 @@ def main() -> int:
         ("idle CPU, file mode (~11 reads/s idle)", fmt_cpu(result["idle_cpu_percent_file_mode"], result["idle_cpu_percent_file_mode_schedstat"])),
         ("idle CPU, PSI-trigger mode (guest mode)", fmt_cpu(result["idle_cpu_percent_psi_mode"], result["idle_cpu_percent_psi_mode_schedstat"])),
     ]
-    if args.psi:
+    if args.psi or args.psi_only:
         value = result.get("reaction_ms_psi_trigger_median")
         rows.append(("PSI mode: reaction median (real stall)", "n/a" if value is None else f"{value:.1f} ms"))
+        if value is not None:
+            rows.append(("PSI mode: reaction, every trial", ", ".join(f"{r:.0f}" for r in result["reaction_ms_psi_trigger_all"]) + " ms"))
+        rows.append(("PSI mode: a stop: scan / record / signal", f"{result.get('psi_stop_scan_ms_median')} / "
+                     f"{result.get('psi_stop_record_ms_median')} / {result.get('psi_stop_signal_ms_median')} ms (medians); "
+                     f"scan prepared by the early trigger: {result.get('psi_stops_with_prepared_scan')}"))
+        if result.get("psi_detect_ms_median") is not None:
+            rows.append(("PSI mode: crossing -> deciding tick / tick -> stop", f"{result['psi_detect_ms_median']} / "
+                                                                             f"{result['psi_act_ms_median']} ms (medians)"))
         for note in result.get("psi_notes", []):
             rows.append(("PSI mode: note", note))
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-    if not args.psi:
+    if not (args.psi or args.psi_only):
         result.pop("psi_notes", None)
     print(json.dumps(result, sort_keys=True))
     return 0

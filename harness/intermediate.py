@@ -41,6 +41,10 @@ class IntermediateOptions:
     max_stopped_s: float | None = None
     resume_headroom: float | None = None
     resume_reserve_mib: float | None = None
+    #: Page a stopped unit out at once (None: the daemon's default, on).
+    page_out: bool | None = None
+    #: Do not stop a unit smaller than this while a bigger one is stopped (None: the daemon's 16).
+    min_rss_mib: float | None = None
     dry_run: bool = False
     extra: tuple[str, ...] = field(default_factory=tuple)
 
@@ -62,6 +66,10 @@ class IntermediateOptions:
             args += ["--resume-headroom", str(self.resume_headroom)]
         if self.resume_reserve_mib is not None:
             args += ["--resume-reserve", str(self.resume_reserve_mib)]
+        if self.page_out is not None:
+            args.append("--page-out" if self.page_out else "--no-page-out")
+        if self.min_rss_mib is not None:
+            args += ["--min-rss", str(self.min_rss_mib)]
         if self.dry_run:
             args.append("--dry-run")
         return args + list(self.extra)

@@ -181,7 +181,7 @@ def load_scenario(path: Path | str) -> Scenario:
 
 TOP_KEYS = {"scenario", "vm", "workloads", "balloon", "intermediate", "expect", "host", "policy", "compare"}
 INTERMEDIATE_KEYS = {"enabled", "stop_above", "resume_below", "hold_s", "method", "max_stopped_s",
-                     "resume_headroom", "resume_reserve_mib"}
+                     "resume_headroom", "resume_reserve_mib", "page_out", "min_rss_mib"}
 VM_KEYS = {"name", "memory_mib", "cpus", "swap", "backend", "free_page_reporting", "deflate_on_oom",
            "stats_period_s", "balloon_start_mib", "balloon_min_mib", "intermediate"}
 
@@ -295,7 +295,9 @@ def _intermediate(im: _Reader, d: IntermediateSection) -> IntermediateSection:
         method=im.get("method", str, d.method, choices=tuple(m.value for m in FreezeMethod)),
         max_stopped_s=im.get("max_stopped_s", float, d.max_stopped_s, minimum=0),
         resume_headroom=im.get("resume_headroom", float, d.resume_headroom, minimum=0),
-        resume_reserve_mib=im.get("resume_reserve_mib", float, d.resume_reserve_mib, minimum=0))
+        resume_reserve_mib=im.get("resume_reserve_mib", float, d.resume_reserve_mib, minimum=0),
+        page_out=im.get("page_out", bool, d.page_out),
+        min_rss_mib=im.get("min_rss_mib", float, d.min_rss_mib, minimum=0))
     if section.resume_below > section.stop_above:
         im.fail("resume_below", f"at most stop_above ({section.stop_above:g})", section.resume_below)
     return section

@@ -32,12 +32,15 @@ class IntermediateSection:
     max_stopped_s: float | None = None
     resume_headroom: float | None = None
     resume_reserve_mib: float | None = None
+    page_out: bool | None = None
+    min_rss_mib: float | None = None
 
     def options(self, protect_cgroups: tuple[str, ...]) -> IntermediateOptions:
         return IntermediateOptions(
             stop_above=self.stop_above, resume_below=self.resume_below, hold_s=self.hold_s,
             method=self.method, protect_cgroups=protect_cgroups, max_stopped_s=self.max_stopped_s,
-            resume_headroom=self.resume_headroom, resume_reserve_mib=self.resume_reserve_mib)
+            resume_headroom=self.resume_headroom, resume_reserve_mib=self.resume_reserve_mib,
+            page_out=self.page_out, min_rss_mib=self.min_rss_mib)
 
 
 #: What a policy may never take a guest below unless the scenario says otherwise (MiB):

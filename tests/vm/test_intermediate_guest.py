@@ -4,9 +4,13 @@ must stop the hogs, never the service, and resume every hog once the balloon gro
 
 import json
 import os
+import time
 from pathlib import Path
 
+import pytest
+
 from harness.balloon import BalloonController
+from harness.guestcode import install_guest_code
 from harness.intermediate import (
     EVENTS,
     IntermediateOptions,
@@ -16,7 +20,15 @@ from harness.intermediate import (
     stop_intermediate,
 )
 from harness.waiting import wait_for
-from harness.workloads import Role, WorkloadKind, WorkloadSpec, start_workload, stop_all_workloads
+from harness.workloads import (
+    SLICE,
+    Role,
+    WorkloadKind,
+    WorkloadSpec,
+    start_workload,
+    stop_all_workloads,
+    workload_status,
+)
 
 SERVICE = WorkloadSpec("svc", WorkloadKind.PROTECTED, Role.PROTECTED,
                        {"workers": 2, "working_set_mib": 50, "duration_s": 600})
@@ -89,6 +101,9 @@ def test_daemon_stops_hogs_not_the_service_and_resumes_them(vm):
         skipped = {(e["comm"], e["reason"]) for e in events if e["event"] == "skip" and e.get("comm", "") and
                    e["comm"].startswith("svc")}
         assert any(reason.startswith("protected:") for _, reason in skipped), skipped
+        # Page-out is on by default: every stop was paged out (or its page-out cancelled by the
+        # resume), each hog from its own service's cgroup.
+        assert all(e["page_out"] for e in stops) and all(e["unit"].startswith("cgroup:/") for e in stops), stops
     finally:
         stop_intermediate(vm)
         stop_all_workloads(vm)
@@ -100,6 +115,111 @@ def test_daemon_stops_hogs_not_the_service_and_resumes_them(vm):
     replay = vm.ssh.run(f"cd /opt/balloon-harness && python3 -m harness.guest.intermediate replay {EVENTS}", check=False)
     assert replay.exit_status == 0, replay.stdout + replay.stderr
     assert "0 difference(s)" in replay.stdout and " stop " in replay.stdout, replay.stdout
+    paged = {e["unit"] for e in read_events(vm) if e["event"] == "page-out"}
+    assert paged >= {e["unit"] for e in stops}, paged
     record = os.environ.get("BH_RECORD_INTERMEDIATE_EVENTS")
     if record:  # how tests/unit/intermediate/data/guest-run-events.jsonl was recorded
+        Path(record).parent.mkdir(parents=True, exist_ok=True)
         Path(record).write_text(vm.ssh.run(f"cat {EVENTS}").stdout)
+
+
+# A fake /proc/pressure/memory, so that the daemon stops the hog while the guest has memory to
+# spare: then only a page-out can take the hog's pages out of RAM (under real pressure the
+# kernel's own reclaim would swap them out too, and "off" could not be told from "on").
+FAKE_PSI = "/run/bh-fakepsi"
+FAKE_PSI_WRITER = """
+import sys, time
+sys.path.insert(0, "/opt/balloon-harness")
+from harness.guest.intermediate.fakepsi import PressureFileWriter
+path = sys.argv[1]
+writer, last = PressureFileWriter(path, interval=0.05).start(), None
+while True:
+    try:
+        value = float(open(path + ".set").read())
+    except (OSError, ValueError):
+        value = 0.0
+    if value != last:
+        writer.set(value)
+        last = value
+    time.sleep(0.05)
+"""
+PAGED_HOG = WorkloadSpec("paged", WorkloadKind.MEMHOG, Role.DISTINCT, {"size_mib": 200, "rate_mib_s": 200, "hold_s": 600})
+
+
+def memory_kb(vm, pid: int) -> dict[str, int]:
+    out = vm.ssh.run(f"grep -E '^(VmRSS|VmSwap):' /proc/{pid}/status").stdout
+    return {line.split(":")[0]: int(line.split()[1]) for line in out.splitlines()}
+
+
+@pytest.mark.parametrize("page_out", [True, False], ids=["page-out", "no-page-out"])
+def test_a_stopped_hogs_memory_leaves_ram_with_page_out_and_stays_without(vm, page_out):
+    install_guest_code(vm)  # the workloads, and this tree's daemon
+    vm.ssh.write_text("/run/bh-fakepsi.py", FAKE_PSI_WRITER)
+    vm.ssh.run(f"echo 0 > {FAKE_PSI}.set && systemd-run --unit=bh-fakepsi --quiet python3 /run/bh-fakepsi.py {FAKE_PSI}"
+               f" && for i in $(seq 100); do [ -e {FAKE_PSI} ] && exit 0; sleep 0.1; done; exit 1")
+    try:
+        start_workload(vm, PAGED_HOG)
+        wait_for(lambda: '"full"' in vm.ssh.run(f"cat {PAGED_HOG.progress_path} 2>/dev/null || true").stdout,
+                 timeout=120, what="the hog to allocate 200 MiB")
+        pid = workload_status(vm, PAGED_HOG.name).main_pid
+        assert pid
+        start_intermediate(vm, IntermediateOptions(page_out=page_out, extra=(
+            "--pressure-file", FAKE_PSI, "--scope-cgroup", f"/{SLICE}", "--stop-interval", "1")))
+        vm.ssh.run(f"echo 60 > {FAKE_PSI}.set")
+        wait_for(lambda: vm.ssh.run(f"ps -o stat= -p {pid}").stdout.strip().startswith("T"), timeout=60,
+                 what="the daemon to stop the hog")
+        stopped_at = time.monotonic()
+        vm.ssh.run(f"echo 12 > {FAKE_PSI}.set")  # between the thresholds: held, nothing else decided
+        at_stop = memory_kb(vm, pid)
+        assert at_stop["VmRSS"] >= 180 * 1024, at_stop
+        if page_out:
+            # Most of it leaves RAM within a bounded time (the deadline), and lands in swap.
+            after = wait_for(lambda: (m := memory_kb(vm, pid))["VmRSS"] < at_stop["VmRSS"] * 0.25 and m,
+                             timeout=120, interval=1.0, what="the stopped hog's VmRSS to fall under a quarter")
+            assert after["VmSwap"] >= at_stop["VmRSS"] * 0.6, after
+            event = wait_for(lambda: [e for e in read_events(vm) if e["event"] == "page-out"], timeout=60,
+                             what="the page-out event")[0]
+            assert event["via"] == "memory.reclaim" and event["outcome"] == "done", event
+            assert event["unit"] == f"cgroup:{PAGED_HOG.cgroup}" and event["freed_kb"] >= at_stop["VmRSS"] * 0.6, event
+            assert event["ms"] > 0 and event["chunks"] >= 10, event
+            print(f"page-out: VmRSS {at_stop['VmRSS'] // 1024} -> {after['VmRSS'] // 1024} MiB (VmSwap "
+                  f"{after['VmSwap'] // 1024} MiB) seen {time.monotonic() - stopped_at:.1f} s after the stop was "
+                  f"seen; event: freed {event['freed_kb'] // 1024} MiB in {event['ms'] / 1000:.1f} s")
+        else:
+            deadline = stopped_at + 20
+            while time.monotonic() < deadline:  # it stays: sampled for 20 s
+                now = memory_kb(vm, pid)
+                assert now["VmRSS"] >= at_stop["VmRSS"] * 0.9, (at_stop, now)
+                time.sleep(1.0)
+            print(f"no page-out: VmRSS {at_stop['VmRSS'] // 1024} -> {now['VmRSS'] // 1024} MiB over 20 s")
+            assert not [e for e in read_events(vm) if e["event"] == "page-out"]
+        vm.ssh.run(f"echo 0 > {FAKE_PSI}.set")
+        wait_for(lambda: not vm.ssh.run(f"ps -o stat= -p {pid}").stdout.strip().startswith("T"), timeout=60,
+                 what="the daemon to resume the hog")
+        resumed = memory_kb(vm, pid)
+        if page_out:  # nothing is paged back in by force (the hog touches its pages: they come back as it runs)
+            assert resumed["VmRSS"] < at_stop["VmRSS"], resumed
+    finally:
+        stop_intermediate(vm)
+        stop_all_workloads(vm)
+        vm.ssh.run("systemctl stop bh-fakepsi; systemctl reset-failed bh-fakepsi 2>/dev/null; true", check=False)
+    assert vm.ssh.run("ps -eo stat= | grep -c '^T' || true").stdout.strip() == "0"
+
+
+def test_stress_ng_stops_and_resumes_as_one_workload(run_scenario):
+    # Issue 12's run: stress-ng's worker was stopped alone, then its 7 MB wrapper, while its
+    # parent (oom_score_adj -1000, never stopped alone) ran on and its timer killed the stopped
+    # worker. Now the workload's service cgroup is one unit, parent included.
+    result = run_scenario("stress-ng-hog", intermediate=True)
+    assert result.passed, [f.detail for f in result.failures()]
+    events = [json.loads(line) for line in (result.folder / "vm" / "intermediate-events.jsonl").read_text().splitlines()
+              if line.strip()]
+    stops = [e for e in events if e["event"] == "stop"]
+    assert stops, "the squeeze stopped nothing"
+    workload = "cgroup:/bhworkloads.slice/bh-wl-stress.service"
+    assert {e["unit"] for e in stops} == {workload}, [(e["unit"], e["pids"]) for e in stops]
+    comms = {m[2] for e in stops for m in e["members"]}
+    assert {"stress-ng", "stress-ng-vm", "stress"} <= comms, comms
+    resumes = [e for e in events if e["event"] == "resume" and e["unit"] == workload]
+    assert len(resumes) == len(stops) and all(e["reason"] == "calm" for e in resumes), resumes
+    assert result.summary["workloads"]["stress"]["completed"], result.summary["workloads"]["stress"]

@@ -149,15 +149,18 @@ class Classifier:
 
         for pid in self._scope_candidates(table):
             stat = table.stats[pid]
-            if sel.scope_cgroup is not None and not cgroup_within(read_cgroup(pid), sel.scope_cgroup):
-                continue
+            cgroup = None
+            if sel.scope_cgroup is not None:
+                cgroup = read_cgroup(pid)
+                if not cgroup_within(cgroup, sel.scope_cgroup):
+                    continue
             if pid == INIT_PID:
                 verdicts[pid] = Verdict(Category.NEVER_STOP, "never-stop:pid1")
                 continue
             if stat.is_kernel_thread:
                 verdicts[pid] = Verdict(Category.NEVER_STOP, "never-stop:kthread")
                 continue
-            infos[pid] = read_process_info(stat, self.control_env)
+            infos[pid] = read_process_info(stat, self.control_env, cgroup)
 
         daemon_ancestors = set(table.ancestors(os.getpid()))
         candidates: set[int] = set()  # may be protected or distinct
@@ -189,7 +192,7 @@ class Classifier:
         core_keys = {(infos[p].exe, infos[p].cgroup) for p in core if p in infos and infos[p].exe}
         for pid in candidates - protected.keys():
             info = infos[pid]
-            if info.exe and (info.exe, info.cgroup) in core_keys:
+            if core_keys and info.exe and (info.exe, info.cgroup) in core_keys:
                 protected[pid] = SIMILAR
 
         # Ancestors of core processes, PID 1 excluded.

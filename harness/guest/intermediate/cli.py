@@ -13,7 +13,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from .config import DEFAULT_STATE_DIR, PSI_MEMORY_PATH, DaemonConfig, FreezeMethod, Selection, Thresholds
+from .config import (
+    DEFAULT_STATE_DIR,
+    PSI_MEMORY_PATH,
+    DaemonConfig,
+    FreezeMethod,
+    PageOutVia,
+    Selection,
+    Thresholds,
+)
 
 PROG = "intermediate"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -99,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     act.add_argument("--resume-reserve", type=_factor, default=64.0, metavar="MIB", help="MemAvailable to keep after a resume's swap-in (default 64)")
     act.add_argument("--max-stopped", type=_seconds, default=None, metavar="S", help="resume any process stopped for S seconds")
     act.add_argument("--method", choices=[m.value for m in FreezeMethod], default="signal", help="signal (SIGSTOP/SIGCONT, default) or cgroup (cgroup.freeze)")
+    act.add_argument("--min-rss", type=_factor, default=16.0, metavar="MIB", help="do not stop a unit smaller than this while one at least this big is stopped; 0 disables (default 16)")
+    act.add_argument("--page-out", action=argparse.BooleanOptionalAction, default=True, help="reclaim a stopped unit's memory at once (default on)")
+    act.add_argument("--page-out-via", choices=[v.value for v in PageOutVia], default="auto", help=argparse.SUPPRESS)
+    act.add_argument("--blocked-report-interval", type=_seconds, default=5.0, metavar="S", help=argparse.SUPPRESS)
+    src.add_argument("--early-fraction", type=_factor, default=0.5, metavar="F", help=argparse.SUPPRESS)
     act.add_argument("--dry-run", action="store_true", help="log decisions, never signal")
     sel = run.add_argument_group("selection")
     sel.add_argument("--protect-pid", type=_pid, action="append", default=[], metavar="PID")
@@ -182,6 +195,11 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
         resume_grace=args.resume_grace,
         max_stopped=args.max_stopped,
         method=FreezeMethod(args.method),
+        min_rss_kb=int(args.min_rss * 1024),
+        page_out=args.page_out,
+        page_out_via=PageOutVia(args.page_out_via),
+        blocked_report_interval=args.blocked_report_interval,
+        early_fraction=args.early_fraction,
         state_dir=args.state_dir,
         events_path=args.events,
         control_path=args.control,

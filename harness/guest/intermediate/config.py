@@ -19,10 +19,20 @@ class FreezeMethod(enum.Enum):
     CGROUP = "cgroup"
 
 
+class PageOutVia(enum.Enum):
+    """How a stopped unit's memory is paged out (AUTO: memory.reclaim where the unit is a cgroup
+    with a memory controller, else process_madvise)."""
+
+    AUTO = "auto"
+    RECLAIM = "reclaim"
+    MADVISE = "madvise"
+
+
 OPTION_NAMES = {"stop_interval": "--stop-interval", "resume_headroom": "--resume-headroom",
                 "resume_grace": "--resume-grace", "max_stopped": "--max-stopped", "window": "--window",
                 "rescan_interval": "--rescan-interval", "file_poll_interval": "the file poll interval",
-                "stop_above": "--stop-above", "resume_below": "--resume-below", "hold": "--hold"}
+                "stop_above": "--stop-above", "resume_below": "--resume-below", "hold": "--hold",
+                "blocked_report_interval": "--blocked-report-interval"}
 
 
 def _finite(obj: object) -> None:
@@ -90,6 +100,21 @@ class DaemonConfig:
     resume_grace: float = 5.0
     max_stopped: float | None = None
     method: FreezeMethod = FreezeMethod.SIGNAL
+    # The three rules below are off in a bare DaemonConfig (as in Rules, and in the logs of
+    # daemons older than them); the command line turns them on by default (cli.py).
+    # A unit whose resident set is below this is not stopped while a unit at least this big is
+    # already stopped: stopping it would relieve next to nothing.
+    min_rss_kb: int = 0
+    # Reclaim a stopped unit's memory at once (memory.reclaim of its cgroup, else
+    # process_madvise(MADV_PAGEOUT)), instead of leaving it to the kernel's global reclaim.
+    page_out: bool = False
+    page_out_via: PageOutVia = PageOutVia.AUTO
+    # PSI mode: a second trigger at this fraction of stop-above prepares the scan a stop will need
+    # (0 disables it).
+    early_fraction: float = 0.5
+    # While a resume waits (pressure, headroom), repeat its `resume-blocked` event this often
+    # (None: only the first headroom refusal of a holding spell is reported).
+    blocked_report_interval: float | None = None
     state_dir: str = DEFAULT_STATE_DIR
     events_path: str | None = None
     control_path: str | None = None
@@ -115,3 +140,9 @@ class DaemonConfig:
             raise ValueError(f"--resume-reserve must be >= 0, got {self.resume_reserve_kb // 1024}")
         if self.max_stopped is not None and self.max_stopped <= 0:
             raise ValueError(f"--max-stopped must be > 0, got {self.max_stopped}")
+        if self.min_rss_kb < 0:
+            raise ValueError(f"--min-rss must be >= 0, got {self.min_rss_kb // 1024}")
+        if not 0 <= self.early_fraction < 1:
+            raise ValueError(f"--early-fraction must be in [0, 1), got {self.early_fraction}")
+        if self.blocked_report_interval is not None and self.blocked_report_interval <= 0:
+            raise ValueError(f"--blocked-report-interval must be > 0, got {self.blocked_report_interval}")

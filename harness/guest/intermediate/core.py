@@ -37,6 +37,9 @@ class DaemonState(enum.Enum):
     HOLDING = "holding"  # units stopped, pressure not high: waiting for --hold of calm to resume
 
 
+LATER_RULES = frozenset({"min_rss_kb", "page_out", "blocked_report_interval"})
+
+
 @dataclass(frozen=True)
 class Rules:
     """The parameters of the decisions (a subset of DaemonConfig; recorded in the `start` event)."""
@@ -49,13 +52,22 @@ class Rules:
     max_stopped: float | None = None
     rescan_interval: float = 2.0
     method: FreezeMethod = FreezeMethod.SIGNAL
+    # The defaults below are the rules of logs written before these rules existed (replay).
+    min_rss_kb: int = 0  # 0: any unit may be stopped
+    page_out: bool = False  # page out each unit once it is stopped
+    # Repeat a waiting resume's `resume-blocked` event this often (None: once per holding spell,
+    # headroom only).
+    blocked_report_interval: float | None = None
 
     @classmethod
     def of(cls, config: DaemonConfig) -> Rules:
         return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        # Rules added since the first record are written only when on: a record of the old rules
+        # reads the same as before they existed (and from_dict gives a missing one its default).
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)
+                                if f.name not in LATER_RULES or getattr(self, f.name) != f.default}
         th = self.thresholds
         data["thresholds"] = {"stop_above": th.stop_above, "resume_below": th.resume_below, "hold": th.hold}
         data["method"] = self.method.value
@@ -92,7 +104,9 @@ class CoreState:
     last_scan_at: float = NEVER
     last_pressure_event: float = NEVER
     reported_skips: frozenset[tuple[int | None, str]] = frozenset()  # this episode's skip events
-    reported_blocked: frozenset[str] = frozenset()  # units reported resume-blocked while holding
+    # Resumes waiting while holding: (why, unit key, waiting since, last reported) -- why is
+    # "headroom" (that unit's swapped-out pages do not fit) or "pressure" (not calm yet).
+    blocked: tuple[tuple[str, str, float, float], ...] = ()
 
     @property
     def held_pids(self) -> set[int]:
@@ -109,6 +123,7 @@ class CoreState:
 @dataclass(frozen=True)
 class Stop:
     unit: StopUnit
+    page_out: bool = False  # once stopped, reclaim its memory (the shell does it off the loop)
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,8 @@ class Resume:
     held: Held
     index: int  # its place in the stack: a failed resume puts it back there
     reason: str  # calm, max-stopped, reclassified:<reason>, no-reading, exit
+    # Why now, for the event: how long it was calm, the headroom figures, how long it waited.
+    detail: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -194,7 +211,7 @@ class _Tick:
         self.last_scan_at = state.last_scan_at
         self.last_pressure_event = state.last_pressure_event
         self.reported_skips = set(state.reported_skips)
-        self.reported_blocked = set(state.reported_blocked)
+        self.blocked = {(why, key): (since, reported) for why, key, since, reported in state.blocked}
         self.actions: list[Action] = []
 
     def result(self) -> Decision:
@@ -210,7 +227,7 @@ class _Tick:
             last_scan_at=self.last_scan_at,
             last_pressure_event=self.last_pressure_event,
             reported_skips=frozenset(self.reported_skips),
-            reported_blocked=frozenset(self.reported_blocked),
+            blocked=tuple(sorted((why, key, since, reported) for (why, key), (since, reported) in self.blocked.items())),
         )
         return Decision(state, tuple(self.actions))
 
@@ -244,6 +261,8 @@ class _Tick:
         ):
             self.resume_next()
             self.update_phase()
+        if self.phase is DaemonState.HOLDING:
+            self.report_pressure_wait()
 
     def _level(self, reading: PressureReading | None) -> PressureLevel:
         level = pressure_level(reading, self.th)
@@ -272,7 +291,7 @@ class _Tick:
                 # Report what is spared once per episode (an episode ends when all is resumed).
                 self.reported_skips.clear()
             if previous is DaemonState.HOLDING:
-                self.reported_blocked.clear()
+                self.blocked.clear()
             self.emit_pressure(previous)
             return True
         if new is DaemonState.HIGH and self.now - self.last_pressure_event >= PRESSURE_EVENT_PERIOD:
@@ -304,7 +323,7 @@ class _Tick:
         for record in list(self.held):
             unit = record.unit
             live = [m for m in unit.members if scan.alive(m)]
-            if unit.kind is UnitKind.CGROUP and unit.cgroup_dir:
+            if unit.method is FreezeMethod.CGROUP and unit.cgroup_dir:
                 # Processes forked inside a frozen cgroup are frozen too: track them as members.
                 known = {m.pid for m in live}
                 facts = scan.cgroup(unit.key.partition(":")[2])
@@ -322,14 +341,16 @@ class _Tick:
                 self.held[index] = record
             for member in live:
                 proc = scan.proc(member.pid)
-                if proc is not None and proc.in_scope and not proc.is_distinct:
+                if proc is not None and proc.in_scope and not proc.is_distinct and not (
+                        unit.kind is UnitKind.CGROUP and proc.joins_workload):
                     self.resume(self.held.index(record), f"reclassified:{proc.reason}")
                     break
 
-    def resume(self, index: int, reason: str) -> None:
+    def resume(self, index: int, reason: str, detail: tuple[tuple[str, Any], ...] = ()) -> None:
         record = self.held.pop(index)
         self.last_resume_at = self.now
-        self.actions.append(Resume(record, index, reason))
+        self.blocked.pop(("headroom", record.unit.key), None)
+        self.actions.append(Resume(record, index, reason, detail))
 
     def resume_all(self, reason: str, respect_retry: bool) -> None:
         for index in range(len(self.held) - 1, -1, -1):
@@ -363,18 +384,26 @@ class _Tick:
                 extra[proc.pid] = "already-stopped"  # stopped by someone else: not ours to resume
             elif self.cooldown.get((proc.pid, proc.starttime), NEVER) > self.now:
                 extra[proc.pid] = "cooldown:max-stopped"
+        units = plan_units(scan, self.rules.method, excluded=held_pids | set(extra))
+        in_units = {m.pid for u in units for m in u.members}
         for proc in scan.procs:
-            if proc.in_scope and not proc.is_distinct:
+            if proc.in_scope and not proc.is_distinct and proc.pid not in in_units | held_pids:
                 self.skip_once(proc.pid, proc.comm, proc.reason)
         for pid, reason in sorted(extra.items()):
             self.skip_once(pid, scan.by_pid[pid].comm, reason)
-        units = plan_units(scan, self.rules.method, excluded=held_pids | set(extra))
         if not units:
             self.skip_once(None, None, "nothing-to-stop")
             return
         unit = units[0]
+        floor = self.rules.min_rss_kb
+        if unit.rss_kb < floor and any(h.unit.rss_kb >= floor for h in self.held):
+            # A big unit is already stopped (its memory is on its way out); stopping a small
+            # one as well relieves next to nothing. (If every unit is small, the largest goes.)
+            self.skip_once(unit.members[0].pid, unit.comm, "too-small", unit=unit.key, rss_kb=unit.rss_kb,
+                           min_rss_kb=floor)
+            return
         self.held.append(Held(unit=unit, since=self.obs.wall, stopped_at=self.now))
-        self.actions.append(Stop(unit))
+        self.actions.append(Stop(unit, page_out=self.rules.page_out))
 
     def skip_once(self, pid: int | None, comm: str | None, reason: str, **extra: Any) -> None:
         if (pid, reason) in self.reported_skips:
@@ -383,25 +412,55 @@ class _Tick:
         self.actions.append(Emit("skip", reason, pid, comm, tuple(extra.items())))
 
     # -- resuming --------------------------------------------------------------------------------
+    def report_blocked(self, why: str, record: Held, **extra: Any) -> None:
+        """A resume that waits: `skip` resume-blocked:<why>, at its first refusal and then every
+        blocked_report_interval while it lasts (without an interval: once per holding spell)."""
+        interval = self.rules.blocked_report_interval
+        since, reported = self.blocked.get((why, record.unit.key), (self.now, None))
+        due = reported is None or (interval is not None and self.now - reported >= interval)
+        self.blocked[(why, record.unit.key)] = (since, self.now if due else reported)
+        if due:
+            unit = record.unit
+            if self.now > since:  # a repeat: for how long it has been waiting
+                extra["waiting_s"] = round(self.now - since, 3)
+            self.actions.append(Emit("skip", f"resume-blocked:{why}", unit.members[0].pid if unit.members else None,
+                                     unit.comm, (("unit", unit.key), *extra.items())))
+
+    def report_pressure_wait(self) -> None:
+        """Holding, but not calm (the fast signal or the lagging avg10 is not below resume-below
+        yet): say so, rate-limited, for the unit that would be resumed next."""
+        if self.rules.blocked_report_interval is None or self.level is PressureLevel.CALM or not self.held:
+            self.blocked = {k: v for k, v in self.blocked.items() if k[0] != "pressure"}
+            return
+        reading = self.obs.reading
+        assert reading is not None
+        top = self.held[-1]
+        self.blocked = {k: v for k, v in self.blocked.items() if k[0] != "pressure" or k[1] == top.unit.key}
+        self.report_blocked("pressure", top, some_avg10=reading.some_avg10, some_fast=reading.some_fast,
+                            resume_below=self.th.resume_below)
+
     def resume_next(self) -> None:
         factor = self.rules.resume_headroom
         memory = self.memory() if factor > 0 else None
+        calm_for = round(self.now - self.calm_since, 3) if self.calm_since is not None else None
         for index in range(len(self.held) - 1, -1, -1):
             record = self.held[index]
             unit = record.unit
             if self.now < record.retry_at:
                 continue
+            detail: list[tuple[str, Any]] = [("calm_for_s", calm_for), ("held_for_s", round(self.now - record.stopped_at, 3))]
             if memory is not None:
                 # Linked to the balloon: while it is still inflated there is no room for the
                 # unit's swapped-out pages, and resuming would only bring the pressure back.
                 need = memory.swap_of(unit) * factor + self.rules.resume_reserve_kb
                 if memory.available_kb < need:
-                    if unit.key not in self.reported_blocked:
-                        self.reported_blocked.add(unit.key)
-                        self.actions.append(Emit("skip", "resume-blocked:headroom", unit.members[0].pid, unit.comm, (
-                            ("unit", unit.key), ("need_kb", int(need)), ("available_kb", memory.available_kb))))
+                    self.report_blocked("headroom", record, need_kb=int(need), available_kb=memory.available_kb)
                     continue
-            self.resume(index, "calm")
+                detail += [("need_kb", int(need)), ("available_kb", memory.available_kb)]
+                waited = self.blocked.get(("headroom", unit.key))
+                if waited is not None:
+                    detail.append(("blocked_for_s", round(self.now - waited[0], 3)))
+            self.resume(index, "calm", tuple(detail))
             break
         # Between two resumes -- or two headroom checks -- wait for a fresh pressure window.
         self.next_resume_at = self.now + self.rules.stop_interval

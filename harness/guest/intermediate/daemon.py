@@ -14,8 +14,9 @@ import os
 import select
 import signal
 import subprocess
+import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import events as ev
@@ -27,16 +28,28 @@ from .core import CoreState, DaemonState, Decision, Emit, Held, Rules, decide, r
 from .events import EventLog
 from .freezer import FreezeResult
 from .observe import Observer
+from .pageout import Pager
 from .pressure import FilePressureSource, PressureReading, PressureSource, PsiTriggerSource
 from .reading import IDLE_READING
 from .recovery import resume_recorded
-from .snapshot import InputEncoder, Observation
+from .snapshot import InputEncoder, Observation, Scan
 from .state import StateStore
 from .watchdog import spawn_watchdog
 
 log = logging.getLogger(__name__)
 
 STATUS_MAX_AGE = 1.0  # a status request classifies afresh if the last scan is older than this
+THREAD_STACK = 512 * 1024
+
+
+@dataclass(frozen=True)
+class PreparedScan:
+    """A scan taken when the early trigger fired, for the stop that is likely to follow."""
+
+    at: float  # time.monotonic()
+    held: tuple[str, ...]  # the held units it was taken with (their facts are in it)
+    scan: Scan
+    classification: Classification
 
 
 def open_source(config: DaemonConfig) -> PressureSource:
@@ -48,7 +61,7 @@ def open_source(config: DaemonConfig) -> PressureSource:
         except ValueError as exc:
             raise StartupError(f"--pressure-file {config.pressure_file} is not in PSI format: {exc}") from None
     try:
-        return PsiTriggerSource(config.psi_path, config.thresholds.stop_above, config.window)
+        return PsiTriggerSource(config.psi_path, config.thresholds.stop_above, config.window, config.early_fraction)
     except OSError as exc:
         raise StartupError(
             f"cannot register a PSI trigger on {config.psi_path}: {exc.strerror or exc} "
@@ -81,6 +94,7 @@ class Daemon:
         self.store = StateStore(config.state_dir)
         self.classifier = Classifier(config.selection, self_pids={os.getpid()})
         self.observer = Observer(self.classifier, config.method)
+        self.pager: Pager | None = None
         self.performer = Performer(config, self.store, self.events, self.observer)
         self.encoder = InputEncoder()
         # Read by the control thread: each is replaced whole, never changed in place.
@@ -96,12 +110,16 @@ class Daemon:
         self._watchdog_pidfd: int | None = None
         self._wakeup_r = self._wakeup_w = -1
         self._poller = select.poll()
+        self._prepared: PreparedScan | None = None
 
     # == lifecycle =================================================================================
     def setup(self) -> None:
         cfg = self.config
         if cfg.mlock:
             lock_memory()
+            # mlockall(MCL_FUTURE) makes every thread's whole stack resident: the control and
+            # page-out threads need far less than the default 8 MiB each.
+            threading.stack_size(THREAD_STACK)
         # Open the pressure source first: it is the likeliest thing to be misconfigured.
         self.source = open_source(cfg)
         recovered = FreezeResult()
@@ -131,6 +149,8 @@ class Daemon:
         self._install_signals()
         if not cfg.dry_run:
             self._start_watchdog()
+            if cfg.page_out:
+                self.pager = self.performer.pager = Pager(self.events, cfg.page_out_via).start()
         self._register_fds()
         self.events.emit(
             ev.START,
@@ -182,6 +202,8 @@ class Daemon:
                 self.events.emit_input(obs.wall, {"m": now, "release": "exit"})
                 self.state = self.performer.perform(release_all(self.state, self.rules, obs, "exit"), obs)
         finally:
+            if self.pager is not None:
+                self.pager.close()  # after the resumes above cancelled what was left
             if emit_exit:
                 self.events.emit(ev.EXIT, pid=os.getpid(), comm="intermediate", reason=self.exit_reason or "exit",
                                  pressure=self.reading)
@@ -240,6 +262,9 @@ class Daemon:
         fd = self.source.fileno()
         if fd is not None:
             self._poller.register(fd, select.POLLPRI)
+        early = self.source.early_fileno()
+        if early is not None:
+            self._poller.register(early, select.POLLPRI)
         if self._watchdog_pidfd is not None:
             self._poller.register(self._watchdog_pidfd, select.POLLIN)
 
@@ -259,6 +284,7 @@ class Daemon:
     def loop(self) -> None:
         assert self.source is not None
         source_fd = self.source.fileno()
+        early_fd = self.source.early_fileno()
         while self.exit_reason is None:
             idle = self.state.phase is DaemonState.CALM and not self.state.held
             interval = self.source.idle_interval if idle else self.source.busy_interval
@@ -273,6 +299,12 @@ class Daemon:
                     if self.source.fileno() is None:
                         self._poller.unregister(fd)
                         source_fd = None
+                elif fd == early_fd:
+                    if self.source.on_early(revents):
+                        self.prepare_scan()
+                    if self.source.early_fileno() is None:
+                        self._poller.unregister(fd)
+                        early_fd = None
                 elif fd == self._watchdog_pidfd:
                     self._on_watchdog_death()
             if self.exit_reason is not None:
@@ -295,8 +327,13 @@ class Daemon:
                 break
             started = time.perf_counter()
             if result.scan and obs.scan is None:
-                scan, cls = self.observer.scan(self.state.held)
-                self.classification = (time.monotonic(), cls)
+                prepared = self.take_prepared()
+                if prepared is not None:
+                    timing["prepared_age"] = time.monotonic() - prepared.at
+                    scan = prepared.scan
+                else:
+                    scan, cls = self.observer.scan(self.state.held)
+                    self.classification = (time.monotonic(), cls)
                 obs = replace(obs, scan=scan)
             elif result.memory_for and obs.memory is None:
                 obs = replace(obs, memory=self.observer.memory(result.memory_for))
@@ -311,9 +348,37 @@ class Daemon:
             self._last_logged_p = p
         self.reading = reading
         self.state = self.performer.perform(result, obs, {k: round(v * 1000, 3) for k, v in timing.items()})
+        if obs.scan is not None:
+            self._prepared = None  # a decision made on a scan: a prepared one is no longer ahead
         if any(isinstance(a, Emit) and a.event == "pressure" and a.extra[1][1] is not None for a in result.actions):
             log.info("pressure %s -> state %s (%s)", self.state.level.value, self.state.phase.value,
                      reading.as_event() if reading else "no reading")
+
+    # == the early trigger: a scan ready before the threshold is crossed ============================
+    def prepare_scan(self) -> None:
+        """The pressure is half-way to --stop-above: scan now, while waiting costs nothing, so
+        that a stop within the next window does not wait for a scan (under TCG a scan of /proc is
+        most of the way from the crossing to the stop). At most one scan per window."""
+        prepared = self._prepared
+        if prepared is not None and time.monotonic() - prepared.at < self._prepared_max_age():
+            return
+        scan, cls = self.observer.scan(self.state.held)
+        now = time.monotonic()
+        self.classification = (now, cls)
+        self._prepared = PreparedScan(now, tuple(h.unit.key for h in self.state.held), scan, cls)
+
+    def take_prepared(self) -> PreparedScan | None:
+        """The prepared scan, once, if it is younger than a window and was taken with the units
+        held now; else None (scan afresh)."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is None or time.monotonic() - prepared.at > self._prepared_max_age():
+            return None
+        if prepared.held != tuple(h.unit.key for h in self.state.held):
+            return None
+        return prepared
+
+    def _prepared_max_age(self) -> float:
+        return getattr(self.source, "window", self.config.window)
 
     # == control (served by the control thread: reads snapshots only) ==============================
     def handle_request(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -375,6 +440,9 @@ class Daemon:
             "resume_reserve_kb": cfg.resume_reserve_kb,
             "resume_grace": cfg.resume_grace,
             "max_stopped": cfg.max_stopped,
+            "min_rss_kb": cfg.min_rss_kb,
+            "page_out": cfg.page_out,
+            "page_out_via": cfg.page_out_via.value,
             "method": cfg.method.value,
             "dry_run": cfg.dry_run,
             "scope": {"pid": sel.scope_pid, "cgroup": sel.scope_cgroup},

@@ -25,6 +25,9 @@ INPUT = "input"
 STOP_ABANDONED = "stop-abandoned"  # nothing was stopped after all (vanished; a newcomer not distinct)
 RESUME_FAILED = "resume-failed"  # the signal or write failed: the unit stays recorded and is retried
 GONE = "gone"  # every process of a held unit is gone: dropped (an emptied cgroup is thawed)
+# What a stopped unit's page-out freed and how long it took (written by the page-out thread; an
+# outcome, not a decision: the decision is the stop's `page_out`).
+PAGE_OUT = "page-out"
 
 
 class EventLog:

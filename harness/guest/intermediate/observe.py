@@ -22,14 +22,14 @@ def read_cgroup_procs(cgroup_dir: str) -> list[int] | None:
         return None
 
 
-def cgroup_facts(cgroup: str, mount: str | None) -> CgroupFacts:
-    """Can this cgroup be frozen as a unit (a leaf with a cgroup.freeze file), and who is in it."""
+def cgroup_facts(cgroup: str, mount: str | None, freeze: bool = True) -> CgroupFacts:
+    """Can this cgroup be one unit (a leaf; to be frozen, with a cgroup.freeze file), and who is in it."""
     cgroup_dir = cgroup_fs_path(cgroup, mount) if mount is not None else None
     if cgroup_dir is None:
         return CgroupFacts(cgroup, None, "cgroup-freeze-unavailable")
     procs = tuple(read_cgroup_procs(cgroup_dir) or ())
     why_not = None
-    if not os.path.exists(os.path.join(cgroup_dir, "cgroup.freeze")):
+    if freeze and not os.path.exists(os.path.join(cgroup_dir, "cgroup.freeze")):
         why_not = "cgroup-freeze-unavailable"
     else:
         try:
@@ -44,7 +44,8 @@ class Observer:
     def __init__(self, classifier: Classifier, method: FreezeMethod) -> None:
         self.classifier = classifier
         self.method = method
-        self._mount = cgroup2_mount() if method is FreezeMethod.CGROUP else None
+        # With either method a workload's leaf cgroup is one unit: its facts are read for both.
+        self._mount = cgroup2_mount()
 
     def classify(self) -> Classification:
         return self.classifier.classify()
@@ -70,10 +71,10 @@ class Observer:
 
         cgroups: dict[str, CgroupFacts] = {}
         held_units = [h.unit for h in held]
-        if self.method is FreezeMethod.CGROUP:
-            for proc in procs.values():
-                if proc.is_distinct and proc.cgroup not in (None, "/") and proc.cgroup not in cgroups:
-                    cgroups[proc.cgroup] = cgroup_facts(proc.cgroup, self._mount)  # type: ignore[index,arg-type]
+        freeze = self.method is FreezeMethod.CGROUP
+        for proc in procs.values():
+            if proc.is_distinct and proc.cgroup not in (None, "/") and proc.cgroup not in cgroups:
+                cgroups[proc.cgroup] = cgroup_facts(proc.cgroup, self._mount, freeze)  # type: ignore[index,arg-type]
         for unit in held_units:
             if unit.kind is UnitKind.CGROUP and unit.cgroup_dir:
                 path = unit.key.partition(":")[2]

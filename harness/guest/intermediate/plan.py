@@ -1,8 +1,9 @@
 """Candidate stop units from a scan: pure, no I/O (the cgroup facts were read into the scan).
 
-A cgroup (with --method cgroup, when every process of a leaf cgroup is a candidate), else a
-whole process group when all its members are candidates (a shell pipeline stops together),
-else a single process. Largest resident set first.
+A leaf cgroup whose processes are all candidates (a workload in its own service: one unit, frozen
+with --method cgroup, every member signalled with --method signal), else a whole process group
+when all its members are candidates (a shell pipeline stops together), else a single process.
+Largest resident set first.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def _memory(scan: Scan, pids: Iterable[int]) -> tuple[int, int]:
 
 
 def cgroup_why_not(scan: Scan, cgroup: str | None, available: AbstractSet[int]) -> str | None:
-    """None if `cgroup` can be frozen as one unit of candidates, else why not."""
+    """None if `cgroup` can be one unit: every process in it a candidate, or one that joins its
+    workload (never stopped alone: see JOINS_WORKLOAD); else why not."""
     if cgroup is None or cgroup == "/":
         return "cgroup-root"
     facts = scan.cgroup(cgroup)
@@ -33,7 +35,9 @@ def cgroup_why_not(scan: Scan, cgroup: str | None, available: AbstractSet[int]) 
         return "cgroup-freeze-unavailable"
     if facts.why_not is not None:
         return facts.why_not
-    if not facts.procs or not set(facts.procs) <= available:
+    joining = {p for p in facts.procs if (proc := scan.proc(p)) is not None and proc.joins_workload}
+    # (Only the cgroups of candidates are considered: a cgroup of -1000 processes alone is none.)
+    if not facts.procs or not set(facts.procs) <= available | joining:
         return "cgroup-shared"  # someone in there is protected, never-stop or out of scope
     return None
 
@@ -44,34 +48,34 @@ def plan_units(scan: Scan, method: FreezeMethod, excluded: AbstractSet[int] = fr
     units: list[StopUnit] = []
     fallback_note: dict[int, str] = {}
 
-    if method is FreezeMethod.CGROUP:
-        by_cgroup: dict[str | None, list[int]] = {}
-        for pid in sorted(available):
-            by_cgroup.setdefault(scan.by_pid[pid].cgroup, []).append(pid)
-        for cgroup, pids in by_cgroup.items():
-            why_not = cgroup_why_not(scan, cgroup, available)
-            if why_not is not None:
+    by_cgroup: dict[str | None, list[int]] = {}
+    for pid in sorted(available):
+        by_cgroup.setdefault(scan.by_pid[pid].cgroup, []).append(pid)
+    for cgroup, pids in by_cgroup.items():
+        why_not = cgroup_why_not(scan, cgroup, available)
+        if why_not is not None:
+            if method is FreezeMethod.CGROUP:
                 for pid in pids:
                     fallback_note[pid] = why_not
-                continue
-            facts = scan.cgroup(cgroup)
-            assert facts is not None and cgroup is not None
-            # The processes read when the cgroup was judged exclusive, not a second reading
-            # that could include a newcomer the classification never saw.
-            members = sorted(facts.procs)
-            rss, swap = _memory(scan, members)
-            units.append(
-                StopUnit(
-                    kind=UnitKind.CGROUP,
-                    key=f"cgroup:{cgroup}",
-                    members=tuple(scan.by_pid[p].member() for p in members),
-                    method=FreezeMethod.CGROUP,
-                    cgroup_dir=facts.dir,
-                    rss_kb=rss,
-                    swap_kb=swap,
-                )
+            continue
+        facts = scan.cgroup(cgroup)
+        assert facts is not None and cgroup is not None
+        # The processes read when the cgroup was judged exclusive, not a second reading
+        # that could include a newcomer the classification never saw.
+        members = sorted(facts.procs)
+        rss, swap = _memory(scan, members)
+        units.append(
+            StopUnit(
+                kind=UnitKind.CGROUP,
+                key=f"cgroup:{cgroup}",
+                members=tuple(scan.by_pid[p].member() for p in members),
+                method=method,
+                cgroup_dir=facts.dir,
+                rss_kb=rss,
+                swap_kb=swap,
             )
-            available -= set(members)
+        )
+        available -= set(members)
 
     by_pgid: dict[int, list[int]] = {}
     for pid in sorted(available):

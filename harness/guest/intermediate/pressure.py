@@ -30,6 +30,9 @@ PSI_WINDOW_MIN = 0.5
 PSI_WINDOW_MAX = 10.0
 # Without CAP_SYS_RESOURCE the kernel (>= 6.5) only accepts windows that are multiples of 2 s.
 PSI_UNPRIVILEGED_WINDOW_STEP = 2.0
+# The early trigger: at this fraction of --stop-above the daemon prepares the scan a stop will
+# need, so that the stop itself does not wait for one when the threshold is crossed.
+EARLY_FRACTION = 0.5
 
 
 class StallRate:
@@ -77,6 +80,14 @@ class PressureSource:
 
     def on_ready(self, revents: int) -> None:
         """Called when fileno() was reported ready by poll()."""
+
+    def early_fileno(self) -> int | None:
+        """An fd whose POLLPRI says the pressure is half-way to the stop threshold, or None."""
+        return None
+
+    def on_early(self, revents: int) -> bool:
+        """Called when early_fileno() was reported ready; True if it is a real early warning."""
+        return False
 
     def read(self) -> PressureReading | None:
         """The current reading, or None when there is no valid one (the daemon then fails safe)."""
@@ -165,13 +176,20 @@ class PsiTriggerSource(PressureSource):
     """Kernel PSI trigger for the fast signal, plus reading avg10/total to follow the averages
     (about once a second while nothing happens: the base class's idle interval)."""
 
-    def __init__(self, path: str, stop_above: float, window: float) -> None:
+    def __init__(self, path: str, stop_above: float, window: float, early_fraction: float = EARLY_FRACTION) -> None:
         self.path = path
         self.stop_above = stop_above
+        self.early = stop_above * early_fraction
         self.fd, self.window = register_psi_trigger(path, stop_above, window)
         self._rate = StallRate(self.window)
         self._fired_at: float | None = None
         self._broken = False
+        self.early_fd: int | None = None
+        try:
+            if 0 < early_fraction < 1:
+                self.early_fd = register_psi_trigger(path, self.early, self.window)[0]
+        except OSError as exc:  # the main trigger works without it, only later
+            log.warning("no early PSI trigger (%s): a stop will wait for its scan", exc.strerror or exc)
 
     def fileno(self) -> int | None:
         return None if self._broken else self.fd
@@ -197,10 +215,25 @@ class PsiTriggerSource(PressureSource):
             fast = max(fast, self.stop_above)
         return PressureReading.of(now, snap, fast)
 
+    def early_fileno(self) -> int | None:
+        return self.early_fd
+
+    def on_early(self, revents: int) -> bool:
+        if revents & (select.POLLERR | select.POLLNVAL | select.POLLHUP):
+            if self.early_fd is not None:
+                os.close(self.early_fd)
+            self.early_fd = None
+            return False
+        return bool(revents & select.POLLPRI)
+
     def describe(self) -> dict[str, object]:
-        return {"kind": "psi-trigger", "path": self.path, "window": self.window}
+        return {"kind": "psi-trigger", "path": self.path, "window": self.window,
+                "early": self.early if self.early_fd is not None else None}
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self.early_fd is not None:
+            os.close(self.early_fd)
+            self.early_fd = None

@@ -57,6 +57,26 @@ def action_key(action: Stop | Resume | Drop | Emit) -> tuple[Any, ...]:
     return ("skip", action.pid, action.reason)
 
 
+def page_out_key(unit_key: str) -> tuple[Any, ...]:
+    """A stop decided with a page-out is two decisions: the stop, and paging it out (what the
+    page-out freed is an outcome, the `page-out` event, not compared)."""
+    return ("page-out", unit_key, "stopped")
+
+
+def action_keys(action: Stop | Resume | Drop | Emit) -> list[tuple[Any, ...]]:
+    keys = [action_key(action)]
+    if isinstance(action, Stop) and action.page_out:
+        keys.append(page_out_key(action.unit.key))
+    return keys
+
+
+def event_keys(event: dict[str, Any]) -> list[tuple[Any, ...]]:
+    keys = [event_key(event)]
+    if event["event"] in (ev.STOP, ev.STOP_ABANDONED) and event.get("page_out"):
+        keys.append(page_out_key(event["unit"]))
+    return keys
+
+
 def event_key(event: dict[str, Any]) -> tuple[Any, ...]:
     kind = event["event"]
     if kind in (ev.STOP, ev.STOP_ABANDONED):
@@ -171,13 +191,13 @@ class _Run:
             if (not result.scan or older.scan is not None) and (not result.memory_for or older.memory is not None):
                 result, note = decide(self.state, self.rules, older), "on older inputs"
         decisions = [e for e in logged if e["event"] in DECISION_EVENTS and e.get("reason") not in NOT_DECISIONS]
-        got = [event_key(e) for e in decisions]
+        got = [key for e in decisions for key in event_keys(e)]
         if isinstance(result, Need):
             what = "a scan" if result.scan else "memory figures"
             report.rows.append(Row(t, ("input", "-", f"needs {what} the log does not have"), False, False))
             report.rows += [Row(t, k, True, False) for k in got]
             return
-        wanted = [action_key(a) for a in result.actions]
+        wanted = [key for a in result.actions for key in action_keys(a)]
         matcher = difflib.SequenceMatcher(a=got, b=wanted, autojunk=False)
         for op, i1, i2, j1, j2 in matcher.get_opcodes():
             if op == "equal":
@@ -219,7 +239,13 @@ def apply_overrides(rules: Rules, overrides: dict[str, Any]) -> Rules:
         if name not in Rules.__dataclass_fields__ or name == "thresholds":
             raise ValueError(f"unknown rule {name!r}")
         current = getattr(rules, name)
-        rules = replace(rules, **{name: None if value in (None, "none") else type(current or 0.0)(value)})
+        if isinstance(current, bool):
+            parsed: Any = str(value).lower() in ("1", "true", "yes", "on")
+        elif value in (None, "none"):
+            parsed = None
+        else:
+            parsed = type(current or 0.0)(value)
+        rules = replace(rules, **{name: parsed})
     return rules
 
 

@@ -24,6 +24,10 @@ DISTINCT = "distinct"
 # cgroup) that is not in the daemon's scope: it is alive, but has no verdict.
 OUT_OF_SCOPE = "out-of-scope"
 STOPPED_STATES = ("T", "t")
+# Never stopped on its own, but part of its workload: a process that only opted out of the OOM
+# killer (stress-ng's parent sets oom_score_adj -1000 on itself) is stopped with the distinct
+# processes of its leaf cgroup (plan.py) -- else the workload's own timer kills its stopped workers.
+JOINS_WORKLOAD = frozenset({"never-stop:oom-score-adj"})
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,10 @@ class Proc:
     @property
     def in_scope(self) -> bool:
         return self.reason != OUT_OF_SCOPE
+
+    @property
+    def joins_workload(self) -> bool:
+        return self.reason in JOINS_WORKLOAD
 
     @property
     def is_stopped(self) -> bool:

@@ -472,6 +472,9 @@ def start_daemon(workdir: Path, psi: PressureFileWriter, request: pytest.Fixture
             "--stop-interval", "0.3",
             "--hold", "0.5",
             "--rescan-interval", "0.5",
+            # The tests' workers are ~10-15 MB Python processes, each meant to be stoppable; the
+            # --min-rss rule has tests of its own (test_units.py).
+            "--min-rss", "0",
             "--log-level", "DEBUG",
         ]
         if pressure:

@@ -64,3 +64,20 @@ def test_replay_of_something_else_is_a_clear_error(tmp_path, content):
     path.write_text(content)
     out = replay_cli(path)
     assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_rules_added_later_read_as_off_in_an_older_log_and_are_recorded_when_on():
+    # A `start` event written before --min-rss, --page-out and the repeated resume-blocked
+    # report existed has no such keys: replaying it must apply the old rules, so a missing rule
+    # is off, and a bare DaemonConfig (tests, embedders) decides as a bare Rules does.
+    from harness.guest.intermediate.cli import build_parser, config_from_args
+    from harness.guest.intermediate.config import DaemonConfig, Selection
+    from harness.guest.intermediate.core import LATER_RULES, Rules
+
+    old = Rules().to_dict()
+    assert not LATER_RULES & set(old), old
+    assert Rules.from_dict(old) == Rules() == Rules.of(DaemonConfig(selection=Selection()))
+    # The command line turns them on, and its record carries them (replay applies them).
+    cli = Rules.of(config_from_args(build_parser().parse_args(["run", "--pressure-file", "/dev/null"])))
+    assert cli.page_out and cli.min_rss_kb == 16 * 1024 and cli.blocked_report_interval == 5.0
+    assert LATER_RULES <= set(cli.to_dict()) and Rules.from_dict(cli.to_dict()) == cli
