@@ -169,5 +169,10 @@ class Scenario:
                        for g in self.guests)
         return replace(self, guests=guests)
 
+    def with_page_out(self, on: bool) -> Scenario:
+        """Every guest's daemon pages its stopped units out (`on`) or leaves them in RAM."""
+        guests = tuple(replace(g, intermediate=replace(g.intermediate, page_out=on)) for g in self.guests)
+        return replace(self, guests=guests)
+
     def with_policy(self, kind: PolicyKind) -> Scenario:
         return replace(self, policy=replace(self.policy, kind=kind))

@@ -3,11 +3,13 @@ set of features, written `mom+intermediate`. Each run gets the scenario with its
 applied and fresh guests.
 
     schedule, mom            the balloon policy (none named: the scenario's own)
-    intermediate             the Intermediate daemon on in every guest that does not opt out
+    intermediate             the Intermediate daemon on in every guest that does not opt out,
+                             as the paper has it: a stopped unit stays in RAM (page-out off)
+    pageout                  with it, the daemon pages a stopped unit out at once (our extension)
     off, on                  today's pair: the scenario's policy without / with the daemon
 
 A feature is one entry in FEATURES (a name, a column label, how it changes the scenario),
-so a new one (for example page-out) is one line here.
+so a new one is one line here.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ class Feature:
 
 FEATURES: dict[str, Feature] = {
     "intermediate": Feature("Intermediate", lambda sc: sc.with_intermediate(True)),
+    "pageout": Feature("page-out", lambda sc: sc.with_page_out(True)),
 }
 POLICY_LABELS = {PolicyKind.SCHEDULE: "schedule", PolicyKind.MOM: "MOM"}
 #: `compare` without --variants, and the names of its two columns.
 DEFAULT_VARIANTS = ("off", "on")
-ALIASES = {"off": ((), "balloon only"), "on": (("intermediate",), "balloon + Intermediate")}
+ALIASES = {"off": ((), "balloon only"), "on": (("intermediate",), "balloon + Intermediate"),
+           "pageout": (("intermediate", "pageout"), "Intermediate + page-out")}
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,8 @@ class Variant:
     def apply(self, scenario: Scenario) -> Scenario:
         """The scenario as this variant runs it: its policy, the daemon off unless a
         feature turns it on."""
-        result = scenario.with_intermediate(False)
+        # Page-out is off unless asked for, so that "intermediate" is the paper's module alone.
+        result = scenario.with_intermediate(False).with_page_out(False)
         if self.policy is not None:
             result = result.with_policy(self.policy)
         for feature in self.features:

@@ -210,7 +210,7 @@ def test_vm_names_are_hostnames(name):
 
 def test_budget_and_policy_values_are_checked():
     bad = MULTI.replace('host_swap = "file:512"', 'host_swap = "zram:1"').replace('kind = "mom"', 'kind = "vmware"')
-    bad = bad.replace('"mom+intermediate"]', '"mom+pageout"]').replace("balloon_start_mib = 600", "balloon_start_mib = 4000")
+    bad = bad.replace('"mom+intermediate"]', '"mom+zswap"]').replace("balloon_start_mib = 600", "balloon_start_mib = 4000")
     with pytest.raises(ScenarioError) as info:
         parse_scenario(bad, "two.toml")
     message = str(info.value)
@@ -236,6 +236,21 @@ def test_variants_apply_policy_and_daemon():
         parse_variants("mom,mom", sc)
     with pytest.raises(ConfigError, match="Unknown or repeated part 'mom'"):
         parse_variant("mom+mom")
+
+
+def test_page_out_is_a_variant_of_its_own_and_off_in_the_papers_module():
+    """"Intermediate" is the paper's module (a stopped unit stays in RAM); "pageout" adds our
+    extension; the daemon's command line says which, whatever its own default."""
+    from harness.scenario.variants import parse_variant
+    sc = parse_scenario(GOOD)
+    args = {name: parse_variant(name).apply(sc).vm.intermediate.options(()).argv()
+            for name in ("on", "pageout", "intermediate+pageout")}
+    assert "--no-page-out" in args["on"] and "--page-out" not in args["on"]
+    assert "--page-out" in args["pageout"] and args["pageout"] == args["intermediate+pageout"]
+    assert parse_variant("pageout").label == "Intermediate + page-out"
+    assert not parse_variant("off").apply(sc).vm.intermediate.enabled
+    demo = load_scenario(find_scenario("demo-overcommit"))
+    assert list(demo.variants) == ["off", "on", "pageout"]
 
 
 def test_scenario_error_is_exported():
