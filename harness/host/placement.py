@@ -21,6 +21,8 @@ class Placement:
     libvirt_partition: str | None = None
     #: Each machine streams into <evidence_dir>/<vm name>/guest-stream.jsonl.
     evidence_dir: Path | None = None
+    #: TCG's translated-code cache, when a budget asks for a small one (None: the default).
+    tcg_tb_mib: int | None = None
 
     def stream_file(self, vm_name: str) -> Path | None:
         if self.evidence_dir is None:

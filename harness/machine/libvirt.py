@@ -123,7 +123,8 @@ def harness_metadata(run_id: str, vm_name: str, owner: Owner) -> str:
 
 
 def domain_xml(name: str, spec: VMSpec, image: GuestImage, accel: Accel, files: VmFiles, run_id: str,
-               *, stream_file: Path | None = None, partition: str | None = None) -> str:
+               *, stream_file: Path | None = None, partition: str | None = None,
+               tb_size_mib: int | None = None) -> str:
     """The domain for `spec`. User-mode networking with a host port forward is not in
     libvirt's slirp model, so it is passed to QEMU as <qemu:commandline>: the guest sees
     the same fixed addresses (10.0.2.15 via 10.0.2.2) as under the embedded backend. It
@@ -131,7 +132,7 @@ def domain_xml(name: str, spec: VMSpec, image: GuestImage, accel: Accel, files: 
     A host memory budget is a resource partition shared by the scenario's domains."""
     dtype = "kvm" if accel is Accel.KVM else "qemu"
     cpu = "<cpu mode='host-passthrough'/>" if accel is Accel.KVM else "<cpu mode='maximum'/>"
-    tcg = "" if accel is Accel.KVM else f"<tcg><tb-cache unit='MiB'>{TCG_TB_SIZE_MIB}</tb-cache></tcg>"
+    tcg = "" if accel is Accel.KVM else f"<tcg><tb-cache unit='MiB'>{tb_size_mib or TCG_TB_SIZE_MIB}</tb-cache></tcg>"
     if image.direct_kernel_boot:
         os_boot = (f"<kernel>{escape(str(image.kernel))}</kernel><initrd>{escape(str(image.initrd))}</initrd>"
                    f"<cmdline>{escape(kernel_cmdline(spec, image))}</cmdline>")
@@ -228,7 +229,8 @@ class LibvirtMachine(Machine):
         placement = self.placement
         self._xml = domain_xml(self.domain_name, self.spec, self.image, self.accel, self.files, self.run.run_id,
                                stream_file=placement.stream_file(self.name) if placement else None,
-                               partition=placement.libvirt_partition if placement else None)
+                               partition=placement.libvirt_partition if placement else None,
+                               tb_size_mib=placement.tcg_tb_mib if placement else None)
         (self.vm_dir / "domain.xml").write_text(self._xml)
         self.conn = connect(self.uri)
         if self.spec.balloon.free_page_reporting and self.conn.getLibVersion() < 6_009_000:

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.accel import TCG_TB_SIZE_BUDGET_MIB
 from harness.balloon import BalloonController
 from harness.config import Backend
 from harness.envfacts import FACTS_FILE, gather
@@ -155,7 +156,8 @@ class ScenarioRunner:
         sc = self.scenario
         placement = Placement(cgroup_procs=budget.cgroup.procs_file if budget else None,
                               libvirt_partition=budget.libvirt_partition if budget else None,
-                              evidence_dir=self.folder)
+                              evidence_dir=self.folder,
+                              tcg_tb_mib=TCG_TB_SIZE_BUDGET_MIB if budget else None)
         previous, self.factory.placement = self.factory.placement, placement
         # Under a budget every guest's RAM must be its own, charged to the budget: pages of a
         # shared RAM image are charged to whichever cgroup first read them (and counted as
