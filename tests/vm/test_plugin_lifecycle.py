@@ -153,6 +153,6 @@ def test_shared_vm_is_one_guest_for_the_session_and_keeps_its_evidence(tmp_path)
     (folder,) = artifacts.iterdir()
     assert folder.name.startswith("session-shared_vm-")
     (vm_dir,) = folder.iterdir()
-    assert vm_dir.name == Path(first["vm_dir"]).name
+    assert vm_dir.name == "shared"  # the guest's name, not its runtime folder's (shared-1)
     assert "shared-guest-evidence" in (vm_dir / "dmesg.txt").read_text()
     assert {"serial.log", "cmdline.txt", "qmp.jsonl"} <= {p.name for p in vm_dir.iterdir()}
