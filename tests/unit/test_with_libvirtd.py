@@ -108,7 +108,7 @@ def start_time(pid: int) -> int | None:
 def assert_all_gone(daemons: dict[str, tuple[int, int]]) -> None:
     """Every daemon the script started has exited (a pid now used by a newer process is gone too)."""
     wait_for(lambda: all(start_time(pid) != started for pid, started in daemons.values()),
-             timeout=30, what=f"the script's daemons {daemons} to exit")
+             timeout=90, what=f"the script's daemons {daemons} to exit")
 
 
 def dnsmasq_pids() -> set[int]:
