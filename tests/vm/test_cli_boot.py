@@ -32,7 +32,12 @@ def test_boot_command_prints_a_working_ssh_line_and_stops_on_ctrl_c(tmp_path):
         assert len(qemu) == 1, "one QEMU runs for the booted VM"
     finally:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=300)
+        try:
+            out, _ = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # its QEMU dies with it (PDEATHSIG); never outlive the test
+            proc.communicate()
+            raise
     assert proc.returncode == 0, "".join(lines) + out
     assert "stopping" in out
     assert not any(p.exists() for p in (Path(f"/proc/{pid}") for pid in qemu)), "QEMU stopped with it"
