@@ -64,9 +64,13 @@ def qemu_binary() -> str:
     return os.environ.get("BALLOON_HARNESS_QEMU") or require_tool("qemu-system-x86_64")
 
 
+# Loaded in the parent: the child between fork and exec only calls into it (no dlopen there,
+# where a thread of the parent may have held the loader's lock at the fork).
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _child_setup(cgroup_procs: Path | None):
@@ -83,7 +87,7 @@ def _child_setup(cgroup_procs: Path | None):
             # pages, and a huge page given back in part stays charged to the budget until the
             # kernel splits it (measured here: ~300 MiB of two 768 MiB guests' budget went so,
             # and shrinking a balloon gave the budget nothing back). Kept across exec.
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)
+            _LIBC.prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)
             fd = os.open(path, os.O_WRONLY)
             try:
                 os.write(fd, b"0")
