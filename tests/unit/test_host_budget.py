@@ -114,7 +114,6 @@ def test_none_means_no_swap_even_while_the_host_has_swap(run):
 def test_with_host_swap_the_budget_pages_out_instead_of_killing(run):
     if CONTROLLER.version is CgroupVersion.V1 and not (CONTROLLER.root / "memory.memsw.limit_in_bytes").exists():
         pytest.skip("this kernel does not account swap per cgroup")
-    before = {e.path for e in active_swaps()}
     with HostBudget(run, 96, HostSwapSpec(192), CONTROLLER) as budget:
         assert budget.swap is not None and budget.swap.path in {e.path for e in active_swaps()}
         proc = start_in(budget.cgroup, 160)
@@ -127,7 +126,8 @@ def test_with_host_swap_the_budget_pages_out_instead_of_killing(run):
         finally:
             proc.kill()
             proc.wait()
-    assert {e.path for e in active_swaps()} == before, "the swap file is still on"
+    # Only our own file: a parallel worker's test may have its own swap file on right now.
+    assert budget.swap.path not in {e.path for e in active_swaps()}, "the swap file is still on"
     assert not budget.swap.path.exists()
 
 
