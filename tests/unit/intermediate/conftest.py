@@ -179,8 +179,60 @@ def popen_marked(cmd: list[str], *, env_extra: dict[str, str] | None = None, **k
 # == session-wide guard ===========================================================================
 
 
+def _started_at(pid: int) -> float | None:
+    """Wall-clock start time of `pid`, or None if it is gone."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                     if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return btime + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def dead_session_cgroups() -> list[str]:
+    """Cgroup trees of test sessions that are gone (killed before their teardown ran): the name's
+    pid is dead, or is a later process that reuses it (started after the tree was made)."""
+    if CGROUP2_ROOT is None or not os.path.isdir(CGROUP2_ROOT):
+        return []
+    prefix = "bh-intermediate-test-"
+    dead = []
+    for entry in os.scandir(CGROUP2_ROOT):
+        pid_text = entry.name.removeprefix(prefix)
+        if not entry.name.startswith(prefix) or not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        started = _started_at(int(pid_text))
+        if started is None or started > entry.stat(follow_symlinks=False).st_ctime + 1:
+            dead.append(entry.path)
+    return dead
+
+
+def remove_cgroup_tree(top: str) -> None:
+    """Thaw, kill what is inside (test processes of a dead session), remove bottom-up."""
+    for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+        for name, value in (("cgroup.freeze", "0"), ("cgroup.kill", "1")):
+            try:
+                Path(dirpath, name).write_text(value)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 3
+        while True:
+            try:
+                os.rmdir(dirpath)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_leftovers_at_end() -> Iterator[None]:
+    # A session killed by SIGKILL (a CI timeout, a mutation run) never reached its teardown.
+    for top in dead_session_cgroups():
+        remove_cgroup_tree(top)
     yield
     stopped = stopped_marked_pids()
     kill_marked()

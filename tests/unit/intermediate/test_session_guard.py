@@ -42,3 +42,39 @@ def test_only_this_sessions_stopped_processes_are_reported(spawn, foreign):
     reported = {int(entry.split()[0]) for entry in stopped_marked_pids()}
     assert ours in reported, "our own stopped process went unreported"
     assert not reported & strangers, f"another user's or run's stopped process reported: {reported & strangers}"
+
+
+def test_a_killed_sessions_cgroups_are_swept_and_a_live_ones_kept(foreign):
+    """A session killed before its teardown leaves bh-intermediate-test-<its pid>; the next session
+    removes it, frozen process inside and all, and leaves a live session's tree alone."""
+    from conftest import CGROUP2_ROOT, dead_session_cgroups, remove_cgroup_tree
+    if CGROUP2_ROOT is None or not os.access(CGROUP2_ROOT, os.W_OK):
+        pytest.skip("no writable cgroup2 hierarchy at /sys/fs/cgroup/unified")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    live = subprocess.Popen(["sleep", "600"])
+    foreign.append(live)
+    dead_tree = os.path.join(CGROUP2_ROOT, f"bh-intermediate-test-{gone.pid}")
+    live_tree = os.path.join(CGROUP2_ROOT, f"bh-intermediate-test-{live.pid}")
+    os.makedirs(os.path.join(dead_tree, "unit"))
+    os.mkdir(live_tree)
+    leftover = subprocess.Popen(["sleep", "600"])
+    try:
+        with open(os.path.join(dead_tree, "unit", "cgroup.procs"), "w") as procs:
+            procs.write(str(leftover.pid))
+        with open(os.path.join(dead_tree, "unit", "cgroup.freeze"), "w") as freeze:
+            freeze.write("1")
+        found = dead_session_cgroups()
+        assert dead_tree in found and live_tree not in found
+        for top in found:
+            remove_cgroup_tree(top)
+        assert leftover.wait(timeout=10) == -signal.SIGKILL
+        assert not os.path.exists(dead_tree) and os.path.isdir(live_tree)
+    finally:
+        leftover.kill()
+        leftover.wait()
+        for tree in (os.path.join(dead_tree, "unit"), dead_tree, live_tree):
+            try:
+                os.rmdir(tree)
+            except OSError:
+                pass
