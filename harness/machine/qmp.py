@@ -132,8 +132,9 @@ class QmpConnection:
         try:
             return self._call(self._client.execute(command, arguments), timeout)
         except ExecuteError as exc:
+            # exc.error is the ErrorResponse; its .error holds class and desc.
             raise QmpError(f"QMP {command} failed on {self.name}: {exc.error_class}: "
-                           f"{exc.error.desc}") from None
+                           f"{exc.error.error.desc}") from None
         except (ConnectionError, EOFError, OSError) as exc:
             raise QmpError(f"QMP {command} on {self.name}: connection lost ({exc}).") from None
         except QmpError:
