@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,23 +57,28 @@ class MachineFactory:
     #: templates booted to be saved never get it.
     placement: Placement | None = None
     _counter: int = 0
+    #: create() may run in several threads at once (a scenario starts its guests in parallel).
+    _naming: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def create(self, spec: VMSpec | None = None, **overrides) -> Machine:
-        """A machine, not yet started. Names are made unique within this factory."""
+    def create(self, spec: VMSpec | None = None, *, placement: Placement | None = None,
+               **overrides) -> Machine:
+        """A machine, not yet started. Names are made unique within this factory. `placement`
+        (where it runs) defaults to the factory's."""
         spec = (spec or self.defaults).with_(**overrides) if overrides else (spec or self.defaults)
-        taken = {m.name for m in self.machines}
-        if spec.name in taken:
-            base = re.sub(r"-\d+$", "", spec.name)
-            n = 2
-            while f"{base}-{n}" in taken:
-                n += 1
-            spec = spec.with_(name=f"{base}-{n}")
-        self._counter += 1
-        instance_id = f"bh-{self.run.run_id}-{spec.name}-{self._counter}"
-        vm_dir = self.run.vm_dir(f"{spec.name}-{self._counter}")
-        machine = self._construct(spec, vm_dir, instance_id)
-        machine.placement = self.placement
-        self.machines.append(machine)
+        with self._naming:
+            taken = {m.name for m in self.machines}
+            if spec.name in taken:
+                base = re.sub(r"-\d+$", "", spec.name)
+                n = 2
+                while f"{base}-{n}" in taken:
+                    n += 1
+                spec = spec.with_(name=f"{base}-{n}")
+            self._counter += 1
+            instance_id = f"bh-{self.run.run_id}-{spec.name}-{self._counter}"
+            vm_dir = self.run.vm_dir(f"{spec.name}-{self._counter}")
+            machine = self._construct(spec, vm_dir, instance_id)
+            machine.placement = placement if placement is not None else self.placement
+            self.machines.append(machine)
         return machine
 
     def _construct(self, spec: VMSpec, vm_dir: Path, instance_id: str) -> Machine:
@@ -86,24 +92,26 @@ class MachineFactory:
         raise ConfigError(f"Unknown backend {spec.backend!r}.", fix="use qemu or libvirt.")
 
     def start(self, spec: VMSpec | None = None, *, fresh: bool = False, settle: bool = True,
+              placement: Placement | None = None, ram_mode: RamMode | None = None,
               **overrides) -> Machine:
         """A machine, ready (a command over SSH works) and, with `settle`, done booting
         (swap on, every unit started): restored from the saved state of its configuration
         when there is one (made now if missing), booted when `fresh`, when snapshots are
         off, or when the VM asks for something a snapshot cannot show (extra kernel or QEMU
-        arguments)."""
-        machine = self.create(spec, **overrides)
+        arguments). `placement` and `ram_mode` override the factory's for this machine only."""
+        ram_mode = ram_mode or self.ram_mode
+        machine = self.create(spec, placement=placement, **overrides)
         started = time.monotonic()
         if not fresh and self.snapshots is not None and restorable(machine.spec):
             from harness.machine.qemu import QemuMachine
             assert isinstance(machine, QemuMachine)
-            key = self.state_key(machine.spec)
-            saved = self.snapshots.ensure(key, lambda folder: self._save_template(machine.spec, folder))
+            key = self.state_key(machine.spec, ram_mode)
+            saved = self.snapshots.ensure(key, lambda folder: self._save_template(machine.spec, folder, ram_mode))
             if saved.has_shared_ram and not saved.ram_image_intact():
                 # Restored guests map it copy-on-write and never write it: something else did.
                 log.warning("the RAM image of %s changed since it was saved; saving it again", saved.folder)
                 self.snapshots.discard(key, saved)
-                saved = self.snapshots.ensure(key, lambda folder: self._save_template(machine.spec, folder))
+                saved = self.snapshots.ensure(key, lambda folder: self._save_template(machine.spec, folder, ram_mode))
             machine.restore_from(saved)
             started = time.monotonic()  # a template made just now is booked on its own
         machine.start()
@@ -119,21 +127,21 @@ class MachineFactory:
                                        round(time.monotonic() - started, 2)))
         return machine
 
-    def state_key(self, spec: VMSpec) -> str:
+    def state_key(self, spec: VMSpec, ram_mode: RamMode | None = None) -> str:
         """The saved state a restore of `spec` needs: image, configuration, QEMU and its
         command line, and the guest code synced into the template."""
         from harness.machine.qemu import machine_signature, qemu_binary
         return snapshot_key(self.image.identity, spec, self.accel.value, qemu_binary(),
-                            machine_signature(spec, self.image, self.accel) + bundle_digest() + self.ram_mode.value)
+                            machine_signature(spec, self.image, self.accel) + bundle_digest() + (ram_mode or self.ram_mode).value)
 
-    def _save_template(self, spec: VMSpec, folder: Path) -> dict:
+    def _save_template(self, spec: VMSpec, folder: Path, ram_mode: RamMode) -> dict:
         """Boot a guest of this configuration, wait until it is ready, save it."""
         log.info("no saved state for %s MiB / %s vCPU / swap %s yet: booting one to save",
                  spec.memory_mib, spec.cpus, spec.swap)
         self._counter += 1
         template = self._construct(spec.with_(name="template"), self.run.vm_dir(f"template-{self._counter}"),
                                    f"bh-{self.run.run_id}-template-{self._counter}")
-        if self.ram_mode is RamMode.SHARED:
+        if ram_mode is RamMode.SHARED:
             template.template_ram = folder / RAM_IMAGE  # type: ignore[attr-defined]
         started = time.monotonic()
         try:

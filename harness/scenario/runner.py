@@ -158,29 +158,24 @@ class ScenarioRunner:
                               libvirt_partition=budget.libvirt_partition if budget else None,
                               evidence_dir=self.folder,
                               tcg_tb_mib=TCG_TB_SIZE_BUDGET_MIB if budget else None)
-        previous, self.factory.placement = self.factory.placement, placement
         # Under a budget every guest's RAM must be its own, charged to the budget: pages of a
         # shared RAM image are charged to whichever cgroup first read them (and counted as
         # reclaimable page cache), which would make the budget depend on other guests.
-        previous_ram, self.factory.ram_mode = self.factory.ram_mode, (RamMode.STREAMED if budget
-                                                                      else self.factory.ram_mode)
+        ram_mode = RamMode.STREAMED if budget else None
         started: dict[str, Machine] = {}
-        try:
-            self._say("starting " + ", ".join(f"{g.name} ({g.memory_mib} MiB, {g.cpus} vCPU, swap {g.swap})"
-                                              for g in sc.guests))
-            futures = {g.name: pool.submit(self.factory.start, self._spec(g)) for g in sc.guests}
-            errors = []
-            for name, future in futures.items():
-                try:
-                    started[name] = future.result()
-                except BaseException as exc:  # the others are released below
-                    errors.append(exc)
-            if errors:
-                self._release(started)
-                raise errors[0]
-        finally:
-            self.factory.placement = previous
-            self.factory.ram_mode = previous_ram
+        self._say("starting " + ", ".join(f"{g.name} ({g.memory_mib} MiB, {g.cpus} vCPU, swap {g.swap})"
+                                          for g in sc.guests))
+        futures = {g.name: pool.submit(self.factory.start, self._spec(g), placement=placement, ram_mode=ram_mode)
+                   for g in sc.guests}
+        errors = []
+        for name, future in futures.items():
+            try:
+                started[name] = future.result()
+            except BaseException as exc:  # the others are released below
+                errors.append(exc)
+        if errors:
+            self._release(started)
+            raise errors[0]
         self._guests_started = True
         for name, machine in started.items():
             self._record({"event": "vm-ready", "vm": name, "pid": machine.host_pid(),
