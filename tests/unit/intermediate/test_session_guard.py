@@ -10,7 +10,15 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from conftest import SPAWN_MARKER_NAME, is_stopped, stopped_marked_pids, wait_for
+from conftest import (
+    CGROUP2_ROOT,
+    SPAWN_MARKER_NAME,
+    dead_session_cgroups,
+    is_stopped,
+    remove_cgroup_tree,
+    stopped_marked_pids,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -47,7 +55,6 @@ def test_only_this_sessions_stopped_processes_are_reported(spawn, foreign):
 def test_a_killed_sessions_cgroups_are_swept_and_a_live_ones_kept(foreign):
     """A session killed before its teardown leaves bh-intermediate-test-<its pid>; the next session
     removes it, frozen process inside and all, and leaves a live session's tree alone."""
-    from conftest import CGROUP2_ROOT, dead_session_cgroups, remove_cgroup_tree
     if CGROUP2_ROOT is None or not os.access(CGROUP2_ROOT, os.W_OK):
         pytest.skip("no writable cgroup2 hierarchy at /sys/fs/cgroup/unified")
     gone = subprocess.Popen(["true"])
