@@ -43,6 +43,14 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
 
 
+def killed_by_timeout(exited: int, elapsed_s: float, timeout_s: float) -> bool:
+    """Did invoke's timer end this command, although it did not say so? Its timer closes the
+    channel (the command then has no exit status: -1), and `run` raises CommandTimedOut only if
+    the timer's thread has already returned; when `run` gets there first (a loaded host), it
+    returns the result instead. Seen here: `sleep 30` with a 2 s timeout "exited with -1"."""
+    return exited == -1 and elapsed_s >= timeout_s
+
+
 @dataclass(frozen=True)
 class CommandResult:
     command: str
@@ -144,6 +152,9 @@ class GuestShell:
             self.close()
             raise SshUnavailable(f"SSH to {self.name} broke while running {command!r}: "
                                  f"{exc.__class__.__name__}: {exc}") from None
+        if killed_by_timeout(result.exited, time.monotonic() - started, timeout):
+            raise GuestCommandError(command, -1, result.stdout,
+                                    f"timed out after {timeout:.0f} s\n{result.stderr}")
         out = CommandResult(command, result.stdout, result.stderr, result.exited,
                             time.monotonic() - started)
         return out.check() if check else out
