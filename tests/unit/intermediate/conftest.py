@@ -31,6 +31,7 @@ from harness.guest.intermediate.events import read_events  # noqa: E402
 from harness.guest.intermediate.fakepsi import PressureFileWriter  # noqa: E402
 from harness.guest.intermediate.procs import cgroup2_mount  # noqa: E402
 from harness.guest.intermediate.replay import replay_events  # noqa: E402
+from harness.runtime import process_start_time  # noqa: E402
 
 WORKER = Path(__file__).with_name("worker.py")
 SPAWN_MARKER_NAME = "BH_INTERMEDIATE_TEST_SPAWN"
@@ -179,15 +180,33 @@ def popen_marked(cmd: list[str], *, env_extra: dict[str, str] | None = None, **k
 # == session-wide guard ===========================================================================
 
 
+#: A session's cgroup tree is this prefix and the session's pid (ci/mutation.py reads it too).
+SESSION_CGROUP_PREFIX = "bh-intermediate-test-"
+
+
 def _started_at(pid: int) -> float | None:
     """Wall-clock start time of `pid`, or None if it is gone."""
-    try:
-        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                     if line.startswith("btime "))
-    except (OSError, ValueError, IndexError, StopIteration):
+    ticks = process_start_time(pid)
+    if ticks is None:
         return None
+    btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                 if line.startswith("btime "))
     return btime + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def rmdir_within(path: str, seconds: float = 3) -> None:
+    """Remove an empty cgroup, retrying while its last tasks finish exiting; gone already is fine."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
 
 
 def dead_session_cgroups() -> list[str]:
@@ -195,11 +214,10 @@ def dead_session_cgroups() -> list[str]:
     pid is dead, or is a later process that reuses it (started after the tree was made)."""
     if CGROUP2_ROOT is None or not os.path.isdir(CGROUP2_ROOT):
         return []
-    prefix = "bh-intermediate-test-"
     dead = []
     for entry in os.scandir(CGROUP2_ROOT):
-        pid_text = entry.name.removeprefix(prefix)
-        if not entry.name.startswith(prefix) or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        pid_text = entry.name.removeprefix(SESSION_CGROUP_PREFIX)
+        if not entry.name.startswith(SESSION_CGROUP_PREFIX) or not pid_text.isdigit() or int(pid_text) == os.getpid():
             continue
         started = _started_at(int(pid_text))
         if started is None or started > entry.stat(follow_symlinks=False).st_ctime + 1:
@@ -209,23 +227,13 @@ def dead_session_cgroups() -> list[str]:
 
 def remove_cgroup_tree(top: str) -> None:
     """Thaw, kill what is inside (test processes of a dead session), remove bottom-up."""
-    for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+    for dirpath, _dirs, _files in os.walk(top, topdown=False):  # children before parents
         for name, value in (("cgroup.freeze", "0"), ("cgroup.kill", "1")):
             try:
                 Path(dirpath, name).write_text(value)
             except OSError:
                 pass
-        deadline = time.monotonic() + 3
-        while True:
-            try:
-                os.rmdir(dirpath)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.02)
+        rmdir_within(dirpath)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -586,7 +594,7 @@ def test_cgroup() -> Iterator[Callable[[str], str]]:
     """make(name) -> filesystem path of a fresh cgroup v2 directory (removed afterwards)."""
     if CGROUP2_ROOT is None or not os.access(CGROUP2_ROOT, os.W_OK):
         pytest.skip("no writable cgroup2 hierarchy at /sys/fs/cgroup/unified")
-    base = os.path.join(CGROUP2_ROOT, f"bh-intermediate-test-{os.getpid()}")
+    base = os.path.join(CGROUP2_ROOT, f"{SESSION_CGROUP_PREFIX}{os.getpid()}")
     made: list[str] = []
 
     def make(name: str) -> str:
@@ -605,15 +613,7 @@ def test_cgroup() -> Iterator[Callable[[str], str]]:
     yield make
     kill_marked()
     for path in reversed(made):
-        deadline = time.monotonic() + 3
-        while True:
-            try:
-                os.rmdir(path)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.02)
+        rmdir_within(path)
         if path in _TEST_CGROUPS:
             _TEST_CGROUPS.remove(path)
 
