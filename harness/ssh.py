@@ -145,16 +145,15 @@ class GuestShell:
         started = time.monotonic()
         try:
             result = conn.run(wrapped, warn=True, hide=True, timeout=timeout, in_stream=False)
+            timed_out = killed_by_timeout(result.exited, time.monotonic() - started, timeout)
         except CommandTimedOut as exc:
-            raise GuestCommandError(command, -1, exc.result.stdout,
-                                    f"timed out after {timeout:.0f} s\n{exc.result.stderr}") from None
+            result, timed_out = exc.result, True
         except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
             self.close()
             raise SshUnavailable(f"SSH to {self.name} broke while running {command!r}: "
                                  f"{exc.__class__.__name__}: {exc}") from None
-        if killed_by_timeout(result.exited, time.monotonic() - started, timeout):
-            raise GuestCommandError(command, -1, result.stdout,
-                                    f"timed out after {timeout:.0f} s\n{result.stderr}")
+        if timed_out:
+            raise GuestCommandError(command, -1, result.stdout, f"timed out after {timeout:.0f} s\n{result.stderr}")
         out = CommandResult(command, result.stdout, result.stderr, result.exited,
                             time.monotonic() - started)
         return out.check() if check else out
