@@ -27,10 +27,14 @@ class _Server(paramiko.ServerInterface):
         return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        # This runs on the transport's thread before it sends the request's success reply, so
+        # the answer thread may overtake that reply. Data, EOF and exit status may (the client
+        # buffers them); a close may not: a client still waiting for the reply reads it as
+        # "Channel closed". So the client closes, as it does with a real sshd.
         def answer() -> None:
             channel.sendall(command + b"\n")
+            channel.shutdown_write()
             channel.send_exit_status(0)
-            channel.close()
         threading.Thread(target=answer, daemon=True).start()
         return True
 
