@@ -57,7 +57,8 @@ class MachineFactory:
     #: templates booted to be saved never get it.
     placement: Placement | None = None
     _counter: int = 0
-    #: create() may run in several threads at once (a scenario starts its guests in parallel).
+    #: create() and template saves may run in several threads at once (a scenario starts its
+    #: guests in parallel): names and numbers are taken under this lock.
     _naming: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def create(self, spec: VMSpec | None = None, *, placement: Placement | None = None,
@@ -73,13 +74,18 @@ class MachineFactory:
                 while f"{base}-{n}" in taken:
                     n += 1
                 spec = spec.with_(name=f"{base}-{n}")
-            self._counter += 1
-            instance_id = f"bh-{self.run.run_id}-{spec.name}-{self._counter}"
-            vm_dir = self.run.vm_dir(f"{spec.name}-{self._counter}")
+            number = self._next_number()
+            instance_id = f"bh-{self.run.run_id}-{spec.name}-{number}"
+            vm_dir = self.run.vm_dir(f"{spec.name}-{number}")
             machine = self._construct(spec, vm_dir, instance_id)
             machine.placement = placement if placement is not None else self.placement
             self.machines.append(machine)
         return machine
+
+    def _next_number(self) -> int:
+        """A number no other machine or template of this factory has (the caller holds _naming)."""
+        self._counter += 1
+        return self._counter
 
     def _construct(self, spec: VMSpec, vm_dir: Path, instance_id: str) -> Machine:
         if spec.backend is Backend.QEMU:
@@ -138,9 +144,10 @@ class MachineFactory:
         """Boot a guest of this configuration, wait until it is ready, save it."""
         log.info("no saved state for %s MiB / %s vCPU / swap %s yet: booting one to save",
                  spec.memory_mib, spec.cpus, spec.swap)
-        self._counter += 1
-        template = self._construct(spec.with_(name="template"), self.run.vm_dir(f"template-{self._counter}"),
-                                   f"bh-{self.run.run_id}-template-{self._counter}")
+        with self._naming:
+            number = self._next_number()
+        template = self._construct(spec.with_(name="template"), self.run.vm_dir(f"template-{number}"),
+                                   f"bh-{self.run.run_id}-template-{number}")
         if ram_mode is RamMode.SHARED:
             template.template_ram = folder / RAM_IMAGE  # type: ignore[attr-defined]
         started = time.monotonic()
