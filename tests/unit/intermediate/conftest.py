@@ -31,6 +31,7 @@ from harness.guest.intermediate.events import read_events  # noqa: E402
 from harness.guest.intermediate.fakepsi import PressureFileWriter  # noqa: E402
 from harness.guest.intermediate.procs import cgroup2_mount  # noqa: E402
 from harness.guest.intermediate.replay import replay_events  # noqa: E402
+from harness.host.cgroup import remove_tree  # noqa: E402
 from harness.runtime import process_start_time  # noqa: E402
 
 WORKER = Path(__file__).with_name("worker.py")
@@ -180,7 +181,8 @@ def popen_marked(cmd: list[str], *, env_extra: dict[str, str] | None = None, **k
 # == session-wide guard ===========================================================================
 
 
-#: A session's cgroup tree is this prefix and the session's pid (ci/mutation.py reads it too).
+#: A session's cgroup tree is this prefix and the session's pid (ci/mutation.py's SESSION_CGROUP
+#: must match: it sweeps what its test sessions leave).
 SESSION_CGROUP_PREFIX = "bh-intermediate-test-"
 
 
@@ -192,21 +194,6 @@ def _started_at(pid: int) -> float | None:
     btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
                  if line.startswith("btime "))
     return btime + ticks / os.sysconf("SC_CLK_TCK")
-
-
-def rmdir_within(path: str, seconds: float = 3) -> None:
-    """Remove an empty cgroup, retrying while its last tasks finish exiting; gone already is fine."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            os.rmdir(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.02)
 
 
 def dead_session_cgroups() -> list[str]:
@@ -233,7 +220,7 @@ def remove_cgroup_tree(top: str) -> None:
                 Path(dirpath, name).write_text(value)
             except OSError:
                 pass
-        rmdir_within(dirpath)
+    remove_tree(Path(top), timeout=3)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -613,7 +600,7 @@ def test_cgroup() -> Iterator[Callable[[str], str]]:
     yield make
     kill_marked()
     for path in reversed(made):
-        rmdir_within(path)
+        remove_tree(Path(path), timeout=3)
         if path in _TEST_CGROUPS:
             _TEST_CGROUPS.remove(path)
 

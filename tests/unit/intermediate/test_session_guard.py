@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 from conftest import (
     CGROUP2_ROOT,
+    SESSION_CGROUP_PREFIX,
     SPAWN_MARKER_NAME,
     dead_session_cgroups,
     is_stopped,
@@ -61,8 +62,8 @@ def test_a_killed_sessions_cgroups_are_swept_and_a_live_ones_kept(foreign):
     gone.wait()
     live = subprocess.Popen(["sleep", "600"])
     foreign.append(live)
-    dead_tree = os.path.join(CGROUP2_ROOT, f"bh-intermediate-test-{gone.pid}")
-    live_tree = os.path.join(CGROUP2_ROOT, f"bh-intermediate-test-{live.pid}")
+    dead_tree = os.path.join(CGROUP2_ROOT, f"{SESSION_CGROUP_PREFIX}{gone.pid}")
+    live_tree = os.path.join(CGROUP2_ROOT, f"{SESSION_CGROUP_PREFIX}{live.pid}")
     os.makedirs(os.path.join(dead_tree, "unit"))
     os.mkdir(live_tree)
     leftover = subprocess.Popen(["sleep", "600"])
