@@ -76,6 +76,7 @@ class PageOutResult:
     via: str = VIA_NONE
     outcome: str = "done"  # done, cancelled:<reason>, gone, unavailable, error
     chunks: int = 0
+    asked_kb: int = 0  # what the chunks asked the kernel to page out, together
     notes: list[str] = field(default_factory=list)
     cgroup_before_kb: int | None = None
     cgroup_after_kb: int | None = None
@@ -139,8 +140,9 @@ def reclaim_cgroup(cgroup_dir: str, chunk_kb: int, check: Callable[[], None], re
                 break
             if current <= RECLAIM_FLOOR_KB:
                 break
+            ask = min(chunk_kb, current)
             try:
-                os.write(fd, f"{min(chunk_kb, current)}K".encode())
+                os.write(fd, f"{ask}K".encode())
             except OSError as exc:
                 if exc.errno == errno.EAGAIN:
                     break  # reclaimed what it could: the rest is in use or unreclaimable
@@ -149,6 +151,7 @@ def reclaim_cgroup(cgroup_dir: str, chunk_kb: int, check: Callable[[], None], re
                 raise
             finally:
                 result.chunks += 1
+                result.asked_kb += ask
     finally:
         os.close(fd)
         result.cgroup_after_kb = _read_kb(current_path)
@@ -223,6 +226,7 @@ def madvise_member(member: Member, chunk_kb: int, check: Callable[[], None], res
                     raise
                 finally:
                     result.chunks += 1
+                    result.asked_kb += (end - start) // 1024
                 start = end
     finally:
         pinned.close()
@@ -363,6 +367,7 @@ class Pager:
             ms=round(took * 1000, 1),
             queued_ms=round(queued * 1000, 1),
             chunks=result.chunks,
+            asked_kb=result.asked_kb,
             note="; ".join(result.notes) or None,
             **extra,
         )

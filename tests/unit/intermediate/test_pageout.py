@@ -139,6 +139,7 @@ def test_page_out_drops_a_stopped_units_pages_and_no_page_out_leaves_them(start_
     assert event["unit"] == stop["unit"] and event["via"] == "process_madvise" and event["outcome"] == "done", event
     assert event["freed_kb"] >= 48 * MB and event["rss_before_kb"] >= 64 * MB, event
     assert event["ms"] >= 0 and event["chunks"] >= 4
+    assert event["freed_kb"] <= event["asked_kb"] <= event["chunks"] * 16 * 1024, event
     assert "no swap" in (event["note"] or ""), "this host has no swap: the event says so"
     assert is_stopped(pid) and rss_kb(pid) <= before - 48 * MB, "really gone from RAM while stopped"
     psi.set(0)
